@@ -1,0 +1,18 @@
+# diffunlearn: train -> (unlearn) -> sample -> evaluate -> report, as one DAG.
+# Kept cheap at import (it runs again in every cluster job): no torch here, only config validation.
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        report_outputs(),
+    default_target: True

@@ -1,0 +1,154 @@
+"""Config validation against ``workflow/schemas/config.schema.yaml``, with defaults filled in.
+
+Errors are one line that names the key's path (``train.lr``), so a typo is found before any job runs.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value that the schema or a semantic check rejects."""
+
+
+def load_schema(path: str | os.PathLike | None = None) -> dict:
+    with open(path or SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key_path(path) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else ("." if parts else "") + str(p))
+    return "".join(parts) or "<top level>"
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if name not in instance and "default" in sub:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    import jsonschema
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _format_error(err) -> str:
+    path = list(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        where = _key_path(path + [extra[0]]) if extra else _key_path(path)
+        return f"config error at {where}: unknown key (allowed here: {', '.join(allowed)})"
+    if err.validator == "type":
+        return f"config error at {_key_path(path)}: {err.instance!r} is not of type {err.validator_value}"
+    if err.validator == "enum":
+        return f"config error at {_key_path(path)}: {err.instance!r} is not one of {err.validator_value}"
+    if err.validator == "required":
+        return f"config error at {_key_path(path)}: {err.message}"
+    return f"config error at {_key_path(path)}: {err.message}"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Validate ``config`` in place, filling defaults; raise :class:`ConfigError` naming the key."""
+    import jsonschema
+
+    schema = schema or load_schema()
+    base = jsonschema.validators.validator_for(schema)
+    validator = _with_defaults(base)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    if errors:
+        # The deepest error is the most specific one (a wrong type inside a forget set, not "invalid item").
+        err = max(errors, key=lambda e: len(list(e.absolute_path)))
+        raise ConfigError(_format_error(err))
+    check_semantics(config)
+    return config
+
+
+KNOWN_SIZES = {"digits": 1797, "mnist": 60000, "cifar10": 50000}
+
+
+def num_train_examples(config: dict) -> int | None:
+    """Training-split size when it is known without reading the data (None for image folders)."""
+    data = config["data"]
+    n = KNOWN_SIZES.get(data["source"])
+    if n is None:
+        return None
+    if data["max_examples"] is not None:
+        n = min(n, data["max_examples"])
+    return n - validation_count(n, data["validation_fraction"])
+
+
+def validation_count(n: int, fraction: float) -> int:
+    return int(round(n * fraction))
+
+
+def check_semantics(config: dict) -> None:
+    seen = set()
+    n_train = num_train_examples(config)
+    for i, fs in enumerate(config["forget_sets"]):
+        where = f"forget_sets[{i}]"
+        if fs["id"] in seen:
+            raise ConfigError(f"config error at {where}.id: duplicate forget-set id {fs['id']!r}")
+        seen.add(fs["id"])
+        needed = {"random": "size", "class": "label", "index_file": "path"}[fs["kind"]]
+        if needed not in fs:
+            raise ConfigError(f"config error at {where}.{needed}: required for kind {fs['kind']!r}")
+        if fs["kind"] == "random" and n_train is not None and fs["size"] >= n_train:
+            raise ConfigError(
+                f"config error at {where}.size: forget set of {fs['size']} examples is not smaller than "
+                f"the training set ({n_train} examples)"
+            )
+        if fs["kind"] == "index_file" and not os.path.exists(fs["path"]):
+            raise ConfigError(f"config error at {where}.path: file not found: {fs['path']}")
+    if config["data"]["source"] == "imagefolder":
+        if not config["data"]["root"]:
+            raise ConfigError("config error at data.root: required for source 'imagefolder'")
+        if config["data"]["image_size"] is None:
+            raise ConfigError("config error at data.image_size: required for source 'imagefolder'")
+    t = config["train"]
+    if t["checkpoint_every"] > t["steps"]:
+        raise ConfigError(
+            f"config error at train.checkpoint_every: {t['checkpoint_every']} is larger than train.steps ({t['steps']})"
+        )
+    m = config["model"]
+    for c in m["block_out_channels"]:
+        if c % m["norm_num_groups"]:
+            raise ConfigError(
+                f"config error at model.block_out_channels: {c} is not divisible by model.norm_num_groups ({m['norm_num_groups']})"
+            )
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    return validate_config(config)
+
+
+def checkpoint_steps(train_cfg: dict) -> list[int]:
+    """Steps at which a training run writes a checkpoint (always including the last step)."""
+    every, total = train_cfg["checkpoint_every"], train_cfg["steps"]
+    steps = list(range(every, total + 1, every))
+    if not steps or steps[-1] != total:
+        steps.append(total)
+    return steps
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,33 @@
+"""The edge between Snakemake jobs and the package: logging, threads, device. Used by workflow/scripts."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+class JobLog:
+    """Send the job's stdout / stderr (tqdm included) to the rule's log file; ``log(msg)`` adds a timestamped line."""
+
+    def __init__(self, snakemake):
+        self.path = snakemake.log[0] if len(snakemake.log) else None
+        self.t0 = time.time()
+        if self.path:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self._fh = open(self.path, "w", buffering=1)
+            sys.stdout = sys.stderr = self._fh
+        threads = max(1, int(getattr(snakemake, "threads", 1) or 1))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(threads)
+        self.threads = threads
+
+    def __call__(self, msg: str) -> None:
+        print(f"[{time.time() - self.t0:8.1f}s] {msg}", flush=True)
+
+
+def job_device(config_device: str) -> str:
+    from diffunlearn.config import resolve_device
+
+    return resolve_device(config_device)

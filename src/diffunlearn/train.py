@@ -1,0 +1,268 @@
+"""The training loop shared by originals, oracles and the fine-tuning based unlearning methods.
+
+Exact resumption without RNG state files: every random draw of step ``s`` (batch order, timesteps, noise,
+flips, dropout) comes from generators seeded by ``(seed, s)``, so a run resumed at step ``s`` from its
+checkpoint (weights, EMA, optimizer) continues bit-for-bit as the uninterrupted run would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from diffunlearn.checkpoint import latest_valid_checkpoint, list_checkpoints, load_training_state, save_checkpoint
+
+# An objective maps a step to the (data source, sign) pairs whose losses are summed at that step:
+# +1 descends on the denoising loss, -1 ascends (gradient ascent on a forget set).
+Objective = Callable[[int], list[tuple[str, float]]]
+
+
+def descend_on(name: str) -> Objective:
+    return lambda step: [(name, 1.0)]
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    return (seed * 1_000_003 + step * 7919 + stream * 104_729) % (2**63 - 1)
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def lr_at(step: int, base_lr: float, warmup: int) -> float:
+    """Linear warmup to ``base_lr``, then constant (the DDPM paper's schedule)."""
+    return base_lr * min(1.0, (step + 1) / warmup) if warmup > 0 else base_lr
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA decay with warm-up, so short runs are not dominated by the initialisation."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+class BatchSampler:
+    """Batches as index tensors on the device: epoch-wise permutations seeded by (seed, epoch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device):
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
+        self._epoch, self._perm = None, None
+
+    def _perm_for(self, epoch: int):
+        import torch
+
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(step_seed(self.seed, epoch, stream=1))
+            self._perm, self._epoch = torch.randperm(self.n, generator=g).to(self.device), epoch
+        return self._perm
+
+    def indices(self, micro_batch: int):
+        import torch
+
+        start = micro_batch * self.batch_size
+        parts, remaining = [], self.batch_size
+        while remaining:
+            epoch, offset = divmod(start, self.n)
+            take = min(remaining, self.n - offset)
+            parts.append(self._perm_for(epoch)[offset : offset + take])
+            start, remaining = start + take, remaining - take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+@dataclass
+class TrainRun:
+    """Everything one training (or fine-tuning) run needs; pure data, no Snakemake."""
+
+    out_dir: str
+    sources: dict  # name -> uint8 NHWC array
+    train_cfg: dict
+    model_cfg: dict
+    diffusion_cfg: dict
+    seed: int
+    device: str = "cpu"
+    objective: Objective = field(default_factory=lambda: descend_on("train"))
+    init_from: str | None = None  # a checkpoint to start from (fine-tuning); None = random init
+    steps: int | None = None  # defaults to train_cfg["steps"]
+    checkpoint_steps: list[int] | None = None  # defaults to every checkpoint_every steps and the last
+    build_model: Callable | None = None  # (seed) -> UNet2DModel; defaults to models.build_unet
+    extra_state: dict = field(default_factory=dict)  # recorded in every checkpoint's state.json
+
+
+def _resume_dir(out_dir: Path) -> Path:
+    return out_dir / "resume"
+
+
+def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
+    """Train, checkpointing atomically; resume from the newest valid checkpoint of an interrupted run.
+
+    Checkpoints are written to ``<out_dir>/resume/`` while the run is going and moved to
+    ``<out_dir>/checkpoint-<step>`` when it finishes, so a workflow manager that deletes the declared
+    outputs of a failed job never deletes the state it resumes from.
+    """
+    import torch
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from diffunlearn.checkpoint import load_ema_unet  # noqa: F401  (import check for callers)
+    from diffunlearn.data import to_model_space
+    from diffunlearn.models import build_scheduler, build_unet
+
+    cfg = run.train_cfg
+    total_steps = run.steps or cfg["steps"]
+    if run.checkpoint_steps is None:
+        from diffunlearn.config import checkpoint_steps
+
+        ckpt_steps = checkpoint_steps({**cfg, "steps": total_steps})
+    else:
+        ckpt_steps = sorted(run.checkpoint_steps)
+    out_dir = Path(run.out_dir)
+    resume_dir = _resume_dir(out_dir)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+
+    fp = fingerprint({
+        "train": cfg, "model": run.model_cfg, "diffusion": run.diffusion_cfg, "seed": run.seed, "steps": total_steps,
+        "init_from": run.init_from, "extra": run.extra_state,
+        "sources": {k: [list(v.shape), hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]] for k, v in run.sources.items()},
+    })
+
+    if cfg["mixed_precision"] == "fp16" and not str(run.device).startswith("cuda"):
+        raise ValueError("train.mixed_precision: fp16 needs a CUDA device; use bf16 or no on CPU")
+    accelerator = Accelerator(
+        mixed_precision=cfg["mixed_precision"], cpu=str(run.device) == "cpu", gradient_accumulation_steps=1,
+    )
+    device = accelerator.device
+
+    sample_size, channels = next(iter(run.sources.values())).shape[1], next(iter(run.sources.values())).shape[3]
+    make = run.build_model or (lambda seed: build_unet(run.model_cfg, sample_size, channels, seed=seed))
+    raw = make(run.seed)
+    ema = make(run.seed)
+    scheduler = build_scheduler(run.diffusion_cfg)
+
+    opt_cls = torch.optim.AdamW
+    opt_kwargs = {}
+    if cfg["use_8bit_adam"]:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise ImportError("train.use_8bit_adam is true but bitsandbytes is not installed (pip install bitsandbytes)") from exc
+        opt_cls = bnb.optim.AdamW8bit
+    elif device.type == "cuda":
+        opt_kwargs["fused"] = True
+
+    start_step, state = 0, {}
+    resume_from = latest_valid_checkpoint(resume_dir, fingerprint=fp, log=log)
+    init_opt_state = None
+    if resume_from is not None:
+        init_opt_state, state = load_training_state(resume_from, raw, ema)
+        start_step = state["step"]
+        log(f"resuming from {resume_from} (step {start_step})")
+    elif run.init_from is not None:
+        # Fine-tuning starts from another run's weights; its optimizer state is not carried over.
+        load_training_state(run.init_from, raw, ema)
+        log(f"initialised from {run.init_from}")
+    else:
+        ema.load_state_dict(raw.state_dict())
+
+    optimizer = opt_cls(raw.parameters(), lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"], **opt_kwargs)
+    if init_opt_state is not None:
+        optimizer.load_state_dict(init_opt_state)
+    raw, optimizer = accelerator.prepare(raw, optimizer)
+    if state.get("scaler") and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(state["scaler"])
+    ema.to(device).requires_grad_(False).eval()
+    raw.train()
+
+    data = {k: to_model_space(v).to(device) for k, v in run.sources.items()}
+    samplers = {k: BatchSampler(len(v), cfg["batch_size"], run.seed, device) for k, v in data.items()}
+    alphas_cumprod = scheduler.alphas_cumprod.to(device)
+    T = scheduler.config.num_train_timesteps
+    accum = cfg["gradient_accumulation_steps"]
+    ema_params = [p for p in ema.parameters()]
+    raw_params = [p for p in accelerator.unwrap_model(raw).parameters()]
+    # Buffers (none in UNet2DModel today) would be copied at save time.
+
+    wall_before = float(state.get("wall_seconds", 0.0))
+    examples_seen = int(state.get("examples_seen", 0))
+    loss_log = list(state.get("loss_log", []))
+    t0 = time.time()
+    loss_acc = torch.zeros((), device=device)
+    loss_count = 0
+    use_dropout = run.model_cfg.get("dropout", 0.0) > 0
+
+    def denoising_loss(x0, g):
+        t = torch.randint(0, T, (x0.shape[0],), device=device, generator=g)
+        noise = torch.randn(x0.shape, device=device, generator=g)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        with accelerator.autocast():
+            pred = raw(x_t, t).sample
+        return torch.nn.functional.mse_loss(pred.float(), noise)
+
+    progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, mininterval=5,
+                    desc=out_dir.name, file=None, dynamic_ncols=False, ascii=True)
+    for step in progress:
+        lr = lr_at(step, cfg["lr"], cfg["warmup_steps"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        g = torch.Generator(device=device).manual_seed(step_seed(run.seed, step))
+        if use_dropout:
+            torch.manual_seed(step_seed(run.seed, step, stream=2))
+        for name, sign in run.objective(step):
+            for a in range(accum):
+                idx = samplers[name].indices(step * accum + a)
+                x0 = data[name][idx]
+                if cfg["random_flip"]:
+                    flip = torch.rand(x0.shape[0], device=device, generator=g) < 0.5
+                    x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
+                loss = denoising_loss(x0, g)
+                accelerator.backward(sign * loss / accum)
+                loss_acc += loss.detach() / accum
+                examples_seen += x0.shape[0]
+            loss_count += 1
+        if cfg["grad_clip"]:
+            accelerator.clip_grad_norm_(raw.parameters(), cfg["grad_clip"])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, raw_params, 1.0 - ema_decay_at(step, cfg["ema_decay"]))
+        done = step + 1
+        if done % cfg["log_every"] == 0 or done == total_steps:
+            mean_loss = (loss_acc / max(loss_count, 1)).item()  # the only host sync, every log_every steps
+            loss_log.append([done, mean_loss])
+            log(f"step {done}/{total_steps} loss {mean_loss:.5f} lr {lr:.2e}")
+            loss_acc.zero_()
+            loss_count = 0
+        if done in ckpt_steps:
+            wall = wall_before + time.time() - t0
+            st = {
+                "step": done, "fingerprint": fp, "wall_seconds": wall, "examples_seen": examples_seen,
+                "loss_log": loss_log, "device": str(device), "seed": run.seed, "total_steps": total_steps,
+                "mixed_precision": cfg["mixed_precision"], **run.extra_state,
+            }
+            if accelerator.scaler is not None:
+                st["scaler"] = accelerator.scaler.state_dict()
+            save_checkpoint(resume_dir / f"checkpoint-{done}", ema_unet=ema,
+                            raw_unet=accelerator.unwrap_model(raw), scheduler=scheduler,
+                            optimizer_state=optimizer.state_dict(), state=st)
+            log(f"checkpoint {done} written ({wall:.1f} s of training so far)")
+    progress.close()
+
+    # Publish: move every checkpoint out of resume/ into the declared place, then drop resume/.
+    for step_no, path in list_checkpoints(resume_dir):
+        if step_no in ckpt_steps:
+            target = out_dir / path.name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(path, target)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    final = out_dir / f"checkpoint-{total_steps}"
+    summary = json.loads((final / "training_state" / "state.json").read_text())
+    summary.pop("optimizer", None)
+    summary.pop("loss_log", None)
+    return summary

@@ -1,0 +1,33 @@
+rule prepare_data:
+    output:
+        data=f"{R}/data/dataset.npz",
+        info=f"{R}/data/dataset.json",
+    params:
+        data=config["data"],
+    log:
+        f"{R}/logs/prepare_data.log",
+    benchmark:
+        f"{R}/benchmarks/prepare_data.tsv"
+    threads: 1
+    resources:
+        **rule_resources("default"),
+    script:
+        "../scripts/prepare_data.py"
+
+
+rule make_forget_sets:
+    input:
+        data=rules.prepare_data.output.data,
+    output:
+        f"{R}/forget_sets/{{forget}}.json",
+    params:
+        definition=lambda wc: FORGET[wc.forget],
+    log:
+        f"{R}/logs/make_forget_sets/{{forget}}.log",
+    benchmark:
+        f"{R}/benchmarks/make_forget_sets/{{forget}}.tsv"
+    threads: 1
+    resources:
+        **rule_resources("default"),
+    script:
+        "../scripts/make_forget_sets.py"

@@ -1,0 +1,23 @@
+rule report:
+    input:
+        metrics=metric_files(),
+        grids=[f"{R}/samples/{m}/step{model_steps(m)[-1]}/samples.npz" for m in family_representatives()],
+    output:
+        *[report(f"{R}/report/samples/{fam}.png", category="Samples", caption="../report/samples.rst")
+          for fam in families()],
+        results=report(f"{R}/report/evaluation_results.csv", category="Evaluation",
+                       caption="../report/evaluation_results.rst"),
+        best=report(f"{R}/report/best_scores.csv", category="Evaluation", caption="../report/best_scores.rst"),
+        fid=report(f"{R}/report/fid_vs_step.png", category="Evaluation", caption="../report/fid_vs_step.rst"),
+        is_=report(f"{R}/report/is_vs_step.png", category="Evaluation", caption="../report/is_vs_step.rst"),
+    params:
+        families=families(),
+    log:
+        f"{R}/logs/report.log",
+    benchmark:
+        f"{R}/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        **rule_resources("default"),
+    script:
+        "../scripts/report.py"

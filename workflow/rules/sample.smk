@@ -1,0 +1,19 @@
+rule sample:
+    input:
+        checkpoint=f"{R}/models/{{model}}/checkpoint-{{step}}",
+    output:
+        samples=f"{R}/samples/{{model}}/step{{step}}/samples.npz",
+        grid=f"{R}/samples/{{model}}/step{{step}}/grid.png",
+    params:
+        sampling={k: v for k, v in config["sampling"].items() if k != "threads"},
+        diffusion=config["diffusion"],
+        device=config["device"],
+    log:
+        f"{R}/logs/sample/{{model}}.step{{step}}.log",
+    benchmark:
+        f"{R}/benchmarks/sample/{{model}}.step{{step}}.tsv"
+    threads: config["sampling"]["threads"]
+    resources:
+        **rule_resources("sample"),
+    script:
+        "../scripts/sample.py"

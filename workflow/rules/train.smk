@@ -1,0 +1,41 @@
+rule train_original:
+    input:
+        data=rules.prepare_data.output.data,
+    output:
+        [directory(f"{R}/models/original.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
+    params:
+        train=training_params(),
+        model=config["model"],
+        diffusion=config["diffusion"],
+        device=config["device"],
+    log:
+        f"{R}/logs/train_original/s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_original/s{{seed}}.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        **rule_resources("train"),
+    script:
+        "../scripts/train.py"
+
+
+rule train_oracle:
+    input:
+        data=rules.prepare_data.output.data,
+        forget=f"{R}/forget_sets/{{forget}}.json",
+    output:
+        [directory(f"{R}/models/oracle.{{forget}}.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
+    params:
+        train=training_params(),
+        model=config["model"],
+        diffusion=config["diffusion"],
+        device=config["device"],
+    log:
+        f"{R}/logs/train_oracle/{{forget}}.s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_oracle/{{forget}}.s{{seed}}.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        **rule_resources("train"),
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,31 @@
+"""evaluate: FID, IS and precision / recall of one checkpoint's samples with one feature extractor."""
+import json
+import time
+
+import numpy as np
+
+from diffunlearn.data import write_json_atomic
+from diffunlearn.evaluate import load_extractor, score_samples
+from diffunlearn.snakemake_io import JobLog, job_device
+
+log = JobLog(snakemake)
+m = snakemake.params.metrics
+wc = snakemake.wildcards
+with np.load(snakemake.input.samples, allow_pickle=False) as z:
+    samples, sampling_seconds = z["images"], float(z["seconds"])
+with np.load(snakemake.input.reference, allow_pickle=False) as z:
+    reference = {k: z[k] for k in z.files}
+extractor = load_extractor(wc.extractor, classifier_dir=snakemake.input.get("classifier"),
+                           inception_weights=m["inception_weights"], device=job_device(snakemake.params.device))
+if str(reference["weights_sha256"]) != extractor.weights_sha256:
+    raise RuntimeError(f"{snakemake.input.reference} was computed with other {wc.extractor} weights; re-run reference_stats")
+t0 = time.time()
+scores = score_samples(extractor, samples, reference, batch_size=m["batch_size"], is_splits=m["is_splits"], pr_k=m["pr_k"])
+state = json.load(open(f"{snakemake.input.checkpoint}/training_state/state.json"))
+record = {"model": wc.model, "step": int(wc.step), **snakemake.params.identity, **scores,
+          "feature_extractor": wc.extractor, "weights_sha256": extractor.weights_sha256,
+          "weights_path": str(extractor.weights_path), "reference": str(reference["reference"]),
+          "train_wall_seconds": state.get("wall_seconds"), "train_device": state.get("device"),
+          "sampling_seconds": sampling_seconds, "evaluation_seconds": time.time() - t0}
+log(json.dumps(record))
+write_json_atomic(snakemake.output[0], record)

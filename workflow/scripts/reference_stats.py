@@ -1,0 +1,17 @@
+"""reference_stats: Frechet statistics (pytorch-fid .npz: mu, sigma) and precision / recall features of the reference split."""
+from diffunlearn.data import load_dataset, save_npz_atomic
+from diffunlearn.evaluate import load_extractor, reference_statistics
+from diffunlearn.snakemake_io import JobLog, job_device
+
+log = JobLog(snakemake)
+m = snakemake.params.metrics
+d = load_dataset(snakemake.input.data)
+images = d["train_images"] if m["reference_split"] == "train" else d["val_images"]
+if m["reference_size"]:
+    images = images[: m["reference_size"]]
+extractor = load_extractor(snakemake.wildcards.extractor, classifier_dir=snakemake.input.get("classifier"),
+                           inception_weights=m["inception_weights"], device=job_device(snakemake.params.device))
+ref = reference_statistics(extractor, images, m["batch_size"])
+log(f"{snakemake.wildcards.extractor}: statistics of {int(ref['count'])} {m['reference_split']} images")
+save_npz_atomic(snakemake.output[0], **ref, weights_sha256=extractor.weights_sha256,
+                reference=f"{m['reference_split']} split ({int(ref['count'])} images)")

@@ -1,0 +1,23 @@
+"""sample: draw samples from one checkpoint's EMA weights; uint8 array + PNG grid."""
+import time
+
+from diffunlearn.checkpoint import load_ema_unet
+from diffunlearn.data import save_npz_atomic
+from diffunlearn.models import build_scheduler
+from diffunlearn.sample import image_grid, sample_images, save_png
+from diffunlearn.snakemake_io import JobLog, job_device
+
+log = JobLog(snakemake)
+cfg = snakemake.params.sampling
+device = job_device(snakemake.params.device)
+unet = load_ema_unet(snakemake.input.checkpoint).to(device)
+scheduler = build_scheduler(snakemake.params.diffusion, kind=cfg["scheduler"])
+t0 = time.time()
+images = sample_images(unet, scheduler, cfg["num_samples"], num_inference_steps=cfg["num_inference_steps"],
+                       seed=cfg["seed"], batch_size=cfg["batch_size"], eta=cfg["eta"], device=device,
+                       progress=lambda n: log(f"{n}/{cfg['num_samples']} samples"))
+seconds = time.time() - t0
+log(f"sampled {len(images)} images in {seconds:.1f} s")
+save_npz_atomic(snakemake.output.samples, images=images, seconds=seconds)
+grid = image_grid(images[: cfg["grid_size"]])
+save_png(snakemake.output.grid, grid, upscale=max(1, 256 // grid.shape[0]))

@@ -1,0 +1,21 @@
+"""train_original / train_oracle: one training run; resumes from its last complete checkpoint."""
+import os
+
+from diffunlearn.data import load_dataset, load_forget_set, retain_mask
+from diffunlearn.snakemake_io import JobLog, job_device
+from diffunlearn.train import TrainRun, run_training
+
+log = JobLog(snakemake)
+p = snakemake.params
+train_images = load_dataset(snakemake.input.data)["train_images"]
+if "forget" in snakemake.input.keys():
+    forget = load_forget_set(snakemake.input.forget)
+    train_images = train_images[retain_mask(len(train_images), forget)]
+    log(f"oracle: training on the {len(train_images)} retained examples ({len(forget)} forgotten)")
+run = TrainRun(
+    out_dir=os.path.dirname(snakemake.output[0]), sources={"train": train_images},
+    train_cfg=p.train, model_cfg=p.model, diffusion_cfg=p.diffusion, seed=int(snakemake.wildcards.seed),
+    device=job_device(p.device),
+)
+summary = run_training(run, log=log)
+log(f"done: {summary['step']} steps, {summary['wall_seconds']:.1f} s on {summary['device']}")
