@@ -113,6 +113,12 @@ def check_semantics(config: dict) -> None:
             )
         if fs["kind"] == "index_file" and not os.path.exists(fs["path"]):
             raise ConfigError(f"config error at {where}.path: file not found: {fs['path']}")
+    u = config["unlearning"]
+    for i, fid in enumerate(u["forget_sets"] or []):
+        if fid not in seen:
+            raise ConfigError(f"config error at unlearning.forget_sets[{i}]: unknown forget set {fid!r} (defined: {', '.join(sorted(seen)) or 'none'})")
+    if u["methods"] and not config["forget_sets"]:
+        raise ConfigError("config error at unlearning.methods: unlearning needs at least one entry in forget_sets")
     if config["data"]["source"] == "imagefolder":
         if not config["data"]["root"]:
             raise ConfigError("config error at data.root: required for source 'imagefolder'")

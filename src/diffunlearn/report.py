@@ -65,3 +65,57 @@ def plot_metric_vs_step(records: pd.DataFrame, metric: str, ylabel: str, path) -
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def klom_table(summary_paths) -> pd.DataFrame:
+    rows = [r for p in summary_paths for r in json.load(open(p))]
+    return pd.DataFrame(rows)
+
+
+def plot_klom_per_method(table: pd.DataFrame, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    forget_sets = list(dict.fromkeys(table["forget_set"]))
+    splits = ["forget", "retain", "validation"]
+    fig, axes = plt.subplots(1, len(forget_sets), figsize=(6 * len(forget_sets), 4), squeeze=False)
+    for ax, fs in zip(axes[0], forget_sets):
+        sub = table[table["forget_set"] == fs]
+        methods = list(dict.fromkeys(sub["method"]))
+        width = 0.8 / len(splits)
+        for j, split in enumerate(splits):
+            vals = [sub[(sub.method == m) & (sub.split == split)]["p95"].mean() for m in methods]
+            xs = np.arange(len(methods)) + (j - 1) * width
+            ax.bar(xs, vals, width, label=split)
+            floor = sub[sub.split == split]["floor_p95"].mean()
+            ax.hlines(floor, xs.min() - width / 2, xs.max() + width / 2, colors="k", linestyles="--", linewidth=0.8)
+        ax.set_xticks(np.arange(len(methods)))
+        ax.set_xticklabels(methods, rotation=30, ha="right")
+        ax.set_ylabel("KLOM P95 (nats)")
+        ax.set_title(f"forget set {fs} (dashed: oracle floor)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_cost_vs_klom(table: pd.DataFrame, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = table[table["split"] == "forget"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, g in sub.groupby("method"):
+        ax.scatter(g["cost_wall_seconds"] + g["shared_wall_seconds"], g["p95"], label=method, s=40)
+    ax.set_xlabel("wall seconds per unlearned model (incl. shared pruning)")
+    ax.set_ylabel("forget-split KLOM P95 (nats)")
+    ax.set_title("cost vs KLOM")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -92,6 +92,9 @@ class TrainRun:
     checkpoint_steps: list[int] | None = None  # defaults to every checkpoint_every steps and the last
     build_model: Callable | None = None  # (seed) -> UNet2DModel; defaults to models.build_unet
     extra_state: dict = field(default_factory=dict)  # recorded in every checkpoint's state.json
+    init_weights: str = "raw"  # with init_from: start from its "raw" or its "ema" weights
+    prepare: Callable | None = None  # (raw, ema) -> None, applied once to a fresh start (e.g. pruning)
+    post_step_factory: Callable | None = None  # (raw) -> post_step(raw, ema), run after every optimizer step
 
 
 def _resume_dir(out_dir: Path) -> Path:
@@ -162,12 +165,18 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
         init_opt_state, state = load_training_state(resume_from, raw, ema)
         start_step = state["step"]
         log(f"resuming from {resume_from} (step {start_step})")
-    elif run.init_from is not None:
-        # Fine-tuning starts from another run's weights; its optimizer state is not carried over.
-        load_training_state(run.init_from, raw, ema)
-        log(f"initialised from {run.init_from}")
     else:
-        ema.load_state_dict(raw.state_dict())
+        if run.init_from is not None:
+            # Fine-tuning starts from another run's weights; its optimizer state is not carried over.
+            load_training_state(run.init_from, raw, ema)
+            if run.init_weights == "ema":
+                raw.load_state_dict(ema.state_dict())
+            log(f"initialised from {run.init_from} ({run.init_weights} weights)")
+        if run.prepare is not None:
+            run.prepare(raw, ema)
+        if run.init_from is None or run.init_weights == "ema" or run.prepare is not None:
+            ema.load_state_dict(raw.state_dict())
+    post_step = run.post_step_factory(raw) if run.post_step_factory else None
 
     optimizer = opt_cls(raw.parameters(), lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"], **opt_kwargs)
     if init_opt_state is not None:
@@ -184,7 +193,8 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
     T = scheduler.config.num_train_timesteps
     accum = cfg["gradient_accumulation_steps"]
     ema_params = [p for p in ema.parameters()]
-    raw_params = [p for p in accelerator.unwrap_model(raw).parameters()]
+    raw_params_module = accelerator.unwrap_model(raw)
+    raw_params = list(raw_params_module.parameters())
     # Buffers (none in UNet2DModel today) would be copied at save time.
 
     wall_before = float(state.get("wall_seconds", 0.0))
@@ -230,6 +240,8 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
+            if post_step is not None:
+                post_step(raw_params_module, ema)
             torch._foreach_lerp_(ema_params, raw_params, 1.0 - ema_decay_at(step, cfg["ema_decay"]))
         done = step + 1
         if done % cfg["log_every"] == 0 or done == total_steps:

@@ -17,6 +17,10 @@ SEEDS = config["seeds"]
 FORGET = {fs["id"]: fs for fs in config["forget_sets"]}
 EXTRACTORS = config["metrics"]["feature_extractors"]
 TRAIN_STEPS = checkpoint_steps(config["train"])
+UNLEARN = config["unlearning"]
+METHODS = UNLEARN["methods"]
+UNLEARN_FORGET = UNLEARN["forget_sets"] if UNLEARN["forget_sets"] is not None else list(FORGET)
+FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "sparsified")
 
 
 wildcard_constraints:
@@ -25,6 +29,7 @@ wildcard_constraints:
     forget=r"[A-Za-z0-9_-]+",
     model=r"[A-Za-z0-9_.-]+",
     extractor=r"classifier|inception",
+    method=r"do_nothing|ga|gd|ascent_descent|prune_fine_tune|sparsified|retrain",
 
 
 def rule_resources(family):
@@ -54,6 +59,38 @@ def trained_models():
     return models
 
 
+def unlearned_model(method, forget, seed):
+    """The model id that plays 'unlearned' for a method (do_nothing: the original; retrain: the oracle)."""
+    if method == "do_nothing":
+        return f"original.s{seed}"
+    if method == "retrain":
+        return f"oracle.{forget}.s{seed}"
+    if method == "prune_fine_tune":
+        return f"pruned.s{seed}"
+    return f"unlearn.{method}.{forget}.s{seed}"
+
+
+def unlearned_models():
+    """Models created by unlearning jobs (sampled and evaluated at their final checkpoint)."""
+    out = []
+    for m in METHODS:
+        if m in FINE_TUNING_METHODS:
+            out += [unlearned_model(m, f, s) for f in UNLEARN_FORGET for s in SEEDS]
+    if "prune_fine_tune" in METHODS:
+        out += [f"pruned.s{s}" for s in SEEDS]
+    return out
+
+
+def all_models():
+    return trained_models() + unlearned_models()
+
+
+def model_method(model):
+    if model.startswith("unlearn."):
+        return model.split(".")[1]
+    return "prune_fine_tune" if model.startswith("pruned.") else None
+
+
 def model_family(model):
     """'original', 'oracle.<forget>' or 'unlearn.<method>.<forget>': the model id without its seed."""
     return model.rsplit(".s", 1)[0]
@@ -64,11 +101,21 @@ def model_seed(model):
 
 
 def model_steps(model):
-    return TRAIN_STEPS
+    method = model_method(model)
+    return [UNLEARN[method]["steps"]] if method else TRAIN_STEPS
+
+
+def cost_file(model):
+    method = model_method(model)
+    return f"{R}/models/{model}/cost.{model_steps(model)[-1]}.json" if method else f"{R}/models/{model}/cost.json"
+
+
+def final_checkpoint(model):
+    return f"{R}/models/{model}/checkpoint-{model_steps(model)[-1]}"
 
 
 def evaluated_checkpoints():
-    return [(m, s) for m in trained_models() for s in model_steps(m)]
+    return [(m, s) for m in all_models() for s in model_steps(m)]
 
 
 def metric_files():
@@ -77,7 +124,7 @@ def metric_files():
 
 def families():
     seen = []
-    for m in trained_models():
+    for m in all_models():
         if model_family(m) not in seen:
             seen.append(model_family(m))
     return seen
@@ -85,7 +132,7 @@ def families():
 
 def family_representatives():
     """The first-seed model of each family, whose last checkpoint's samples make the family's grid."""
-    return [next(m for m in trained_models() if model_family(m) == fam) for fam in families()]
+    return [next(m for m in all_models() if model_family(m) == fam) for fam in families()]
 
 
 def report_outputs():
@@ -94,4 +141,14 @@ def report_outputs():
         f"{R}/report/best_scores.csv",
         f"{R}/report/fid_vs_step.png",
         f"{R}/report/is_vs_step.png",
-    ] + [f"{R}/report/samples/{fam}.png" for fam in families()]
+    ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs()
+
+
+def klom_summaries():
+    return [f"{R}/klom/{m}.{f}.json" for m in METHODS for f in UNLEARN_FORGET]
+
+
+def klom_report_outputs():
+    if not METHODS:
+        return []
+    return [f"{R}/report/klom.csv", f"{R}/report/klom_per_method.png", f"{R}/report/cost_vs_klom.png"]

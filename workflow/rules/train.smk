@@ -2,7 +2,8 @@ rule train_original:
     input:
         data=rules.prepare_data.output.data,
     output:
-        [directory(f"{R}/models/original.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
+        *[directory(f"{R}/models/original.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
+        cost=f"{R}/models/original.s{{seed}}/cost.json",
     params:
         train=training_params(),
         model=config["model"],
@@ -24,7 +25,8 @@ rule train_oracle:
         data=rules.prepare_data.output.data,
         forget=f"{R}/forget_sets/{{forget}}.json",
     output:
-        [directory(f"{R}/models/oracle.{{forget}}.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
+        *[directory(f"{R}/models/oracle.{{forget}}.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
+        cost=f"{R}/models/oracle.{{forget}}.s{{seed}}/cost.json",
     params:
         train=training_params(),
         model=config["model"],

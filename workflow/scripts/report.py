@@ -1,7 +1,8 @@
 """report: evaluation_results.csv, best_scores.csv, FID / IS vs step plots, sample grids per family."""
 import numpy as np
 
-from diffunlearn.report import best_scores, evaluation_table, load_records, plot_metric_vs_step
+from diffunlearn.report import (best_scores, evaluation_table, klom_table, load_records, plot_cost_vs_klom,
+                                plot_klom_per_method, plot_metric_vs_step)
 from diffunlearn.sample import image_grid, save_png
 from diffunlearn.snakemake_io import JobLog
 
@@ -16,4 +17,9 @@ for i, (family, samples_path) in enumerate(zip(snakemake.params.families, snakem
     with np.load(samples_path, allow_pickle=False) as z:
         grid = image_grid(z["images"][:64])
     save_png(snakemake.output[i], grid, upscale=max(1, 256 // grid.shape[0]))
+if snakemake.input.klom:
+    table = klom_table(snakemake.input.klom)
+    table.to_csv(out.klom_csv, index=False)
+    plot_klom_per_method(table, out.klom_plot)
+    plot_cost_vs_klom(table, out.cost_plot)
 log(f"report written from {len(records)} metric records")

@@ -1,7 +1,7 @@
 """train_original / train_oracle: one training run; resumes from its last complete checkpoint."""
 import os
 
-from diffunlearn.data import load_dataset, load_forget_set, retain_mask
+from diffunlearn.data import load_dataset, load_forget_set, retain_mask, write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
 from diffunlearn.train import TrainRun, run_training
 
@@ -13,9 +13,12 @@ if "forget" in snakemake.input.keys():
     train_images = train_images[retain_mask(len(train_images), forget)]
     log(f"oracle: training on the {len(train_images)} retained examples ({len(forget)} forgotten)")
 run = TrainRun(
-    out_dir=os.path.dirname(snakemake.output[0]), sources={"train": train_images},
+    out_dir=os.path.dirname(snakemake.output.cost), sources={"train": train_images},
     train_cfg=p.train, model_cfg=p.model, diffusion_cfg=p.diffusion, seed=int(snakemake.wildcards.seed),
     device=job_device(p.device),
 )
 summary = run_training(run, log=log)
 log(f"done: {summary['step']} steps, {summary['wall_seconds']:.1f} s on {summary['device']}")
+write_json_atomic(snakemake.output.cost, {
+    "method": "retrain" if "forget" in snakemake.input.keys() else "train", "steps": summary["step"],
+    "examples_seen": summary["examples_seen"], "wall_seconds": summary["wall_seconds"], "device": summary["device"]})

@@ -1,0 +1,113 @@
+def unlearn_source(wc):
+    """sparsified starts from the pruned-and-fine-tuned model, every other method from the original."""
+    if wc.method == "sparsified":
+        return final_checkpoint(f"pruned.s{wc.seed}")
+    return final_checkpoint(f"original.s{wc.seed}")
+
+
+rule unlearn:
+    input:
+        data=rules.prepare_data.output.data,
+        forget=f"{R}/forget_sets/{{forget}}.json",
+        source=unlearn_source,
+    output:
+        checkpoint=directory(f"{R}/models/unlearn.{{method}}.{{forget}}.s{{seed}}/checkpoint-{{step}}"),
+        cost=f"{R}/models/unlearn.{{method}}.{{forget}}.s{{seed}}/cost.{{step}}.json",
+    params:
+        method=lambda wc: wc.method,
+        hp=lambda wc: UNLEARN[wc.method],
+        train=training_params(),
+        model=config["model"],
+        diffusion=config["diffusion"],
+        device=config["device"],
+    log:
+        f"{R}/logs/unlearn/{{method}}.{{forget}}.s{{seed}}.step{{step}}.log",
+    benchmark:
+        f"{R}/benchmarks/unlearn/{{method}}.{{forget}}.s{{seed}}.step{{step}}.tsv"
+    threads: UNLEARN["threads"]
+    resources:
+        **rule_resources("unlearn"),
+    script:
+        "../scripts/unlearn.py"
+
+
+rule prune_fine_tune:
+    input:
+        data=rules.prepare_data.output.data,
+        source=lambda wc: final_checkpoint(f"original.s{wc.seed}"),
+    output:
+        checkpoint=directory(f"{R}/models/pruned.s{{seed}}/checkpoint-{{step}}"),
+        cost=f"{R}/models/pruned.s{{seed}}/cost.{{step}}.json",
+    params:
+        method="prune_fine_tune",
+        hp=UNLEARN["prune_fine_tune"],
+        train=training_params(),
+        model=config["model"],
+        diffusion=config["diffusion"],
+        device=config["device"],
+    log:
+        f"{R}/logs/prune_fine_tune/s{{seed}}.step{{step}}.log",
+    benchmark:
+        f"{R}/benchmarks/prune_fine_tune/s{{seed}}.step{{step}}.tsv"
+    threads: UNLEARN["threads"]
+    resources:
+        **rule_resources("unlearn"),
+    script:
+        "../scripts/unlearn.py"
+
+
+rule margins:
+    input:
+        data=rules.prepare_data.output.data,
+        checkpoint=lambda wc: final_checkpoint(wc.model),
+    output:
+        f"{R}/margins/{{model}}.npy",
+    params:
+        margins={k: v for k, v in config["margins"].items() if k != "threads"},
+        diffusion=config["diffusion"],
+        device=config["device"],
+    log:
+        f"{R}/logs/margins/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/margins/{{model}}.tsv"
+    threads: config["margins"]["threads"]
+    resources:
+        **rule_resources("margins"),
+    script:
+        "../scripts/margins.py"
+
+
+def klom_inputs(wc):
+    unlearned = [unlearned_model(wc.method, wc.forget, s) for s in SEEDS]
+    costs = {
+        "do_nothing": [],
+        "retrain": [f"{R}/models/oracle.{wc.forget}.s{s}/cost.json" for s in SEEDS],
+    }.get(wc.method, [cost_file(m) for m in unlearned])
+    shared = [cost_file(f"pruned.s{s}") for s in SEEDS] if wc.method == "sparsified" else []
+    return {
+        "unlearned": [f"{R}/margins/{m}.npy" for m in unlearned],
+        "oracle": [f"{R}/margins/oracle.{wc.forget}.s{s}.npy" for s in SEEDS],
+        "forget": f"{R}/forget_sets/{wc.forget}.json",
+        "info": rules.prepare_data.output.info,
+        "costs": costs,
+        "shared_costs": shared,
+    }
+
+
+rule klom:
+    input:
+        unpack(klom_inputs),
+    output:
+        summary=f"{R}/klom/{{method}}.{{forget}}.json",
+        values=f"{R}/klom/{{method}}.{{forget}}.npz",
+    params:
+        klom=config["klom"],
+    log:
+        f"{R}/logs/klom/{{method}}.{{forget}}.log",
+    benchmark:
+        f"{R}/benchmarks/klom/{{method}}.{{forget}}.tsv"
+    threads: 1
+    resources:
+        **rule_resources("default"),
+    script:
+        "../scripts/klom.py"

@@ -1,0 +1,24 @@
+"""margins: the per-example model output (negative denoising loss on fixed (t, noise) pairs), train + validation."""
+import numpy as np
+
+from diffunlearn.checkpoint import load_ema_unet
+from diffunlearn.data import load_dataset, to_model_space
+from diffunlearn.margins import compute_margins
+from diffunlearn.models import build_scheduler
+from diffunlearn.snakemake_io import JobLog, job_device
+
+log = JobLog(snakemake)
+cfg = snakemake.params.margins
+device = job_device(snakemake.params.device)
+d = load_dataset(snakemake.input.data)
+images = np.concatenate([d["train_images"], d["val_images"]])  # train split first, then validation
+unet = load_ema_unet(snakemake.input.checkpoint).to(device)
+alphas_cumprod = build_scheduler(snakemake.params.diffusion).alphas_cumprod
+values = compute_margins(unet, to_model_space(images), np.arange(len(images)), alphas_cumprod,
+                         num_pairs=cfg["num_pairs"], seed=cfg["seed"], batch_size=cfg["batch_size"], device=device)
+log(f"{len(values)} margins, mean {values.mean():.5f}")
+tmp = snakemake.output[0] + ".tmp.npy"
+np.save(tmp, values)
+import os  # noqa: E402
+
+os.replace(tmp, snakemake.output[0])
