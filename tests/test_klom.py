@@ -1,0 +1,257 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from diffunlearn.cli import main
+from diffunlearn.metrics.klom import klom_per_example, noise_floor, summarize_klom
+
+
+def reference_klom(u, o, bins=20, eps=1e-5, clip=100.0):
+    """DESIGN.md's KLOM for one example, written out with np.histogram."""
+    u = np.clip(np.asarray(u, dtype=np.float64), -clip, clip)
+    o = np.clip(np.asarray(o, dtype=np.float64), -clip, clip)
+    start = min(u.min(), o.min())
+    end = max(u.max(), o.max())
+    if start == end:
+        end = start + 1
+    edges = np.linspace(start, end, bins + 1)
+    p = np.histogram(u, bins=edges)[0] / len(u)
+    q = np.histogram(o, bins=edges)[0] / len(o)
+    support = p > 0
+    q = np.where(support, np.maximum(q, eps), q)
+    q = q / q.sum()
+    return float(np.sum(p[support] * np.log(p[support] / q[support])))
+
+
+def reference_loop(unlearned, oracle, **kwargs):
+    return np.array([reference_klom(unlearned[:, i], oracle[:, i], **kwargs) for i in range(unlearned.shape[1])])
+
+
+def tricky_margins(rng, n_unlearned=37, n_oracle=23):
+    """Columns that exercise the binning: ties, values on and one ulp off the edges, constants, clipping."""
+    columns_u, columns_o = [], []
+
+    def add(u, o):
+        columns_u.append(np.asarray(u, dtype=np.float64))
+        columns_o.append(np.asarray(o, dtype=np.float64))
+
+    for _ in range(60):  # continuous, shifted and scaled
+        add(rng.normal(size=n_unlearned), rng.normal(0.3, 1.5, size=n_oracle))
+    for _ in range(40):  # heavy ties
+        add(np.round(rng.normal(size=n_unlearned), 1), np.round(rng.normal(size=n_oracle), 1))
+    for _ in range(40):  # values on the edges and one ulp either side; both extremes present
+        low, high = sorted(rng.normal(size=2) * 3)
+        edges = np.linspace(low, high, 21)
+        near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+        near = near[(near >= low) & (near <= high)]
+        u, o = rng.choice(near, n_unlearned), rng.choice(near, n_oracle)
+        u[0], o[0] = low, high
+        add(u, o)
+    for value in (0.0, -3.25, 100.0, 1e-300):  # constant columns, and all-equal u and o
+        add(np.full(n_unlearned, value), np.full(n_oracle, value))
+    add(np.full(n_unlearned, 2.0), rng.normal(size=n_oracle))  # constant u only
+    for _ in range(10):  # beyond the clip, and infinities
+        u, o = rng.normal(0, 150, size=n_unlearned), rng.normal(0, 150, size=n_oracle)
+        u[1], o[2] = np.inf, -np.inf
+        add(u, o)
+    for _ in range(10):  # spreads of a few ulps (bins narrower than an ulp)
+        add(50.0 + np.spacing(50.0) * rng.integers(0, 4, n_unlearned), 50.0 + np.spacing(50.0) * rng.integers(0, 4, n_oracle))
+    for _ in range(10):  # tiny spreads near zero
+        add(rng.normal(size=n_unlearned) * 1e-310, rng.normal(size=n_oracle) * 1e-310)
+    return np.stack(columns_u, axis=1), np.stack(columns_o, axis=1)
+
+
+@pytest.mark.parametrize("examples_per_chunk", [1, 7, 64, 1024])
+def test_klom_per_example_matches_per_example_histograms(examples_per_chunk):
+    rng = np.random.default_rng(0)
+    unlearned, oracle = tricky_margins(rng)
+    got = klom_per_example(unlearned, oracle, examples_per_chunk=examples_per_chunk)
+    expected = reference_loop(unlearned, oracle)
+    assert got.dtype == np.float64
+    assert got.shape == (unlearned.shape[1],)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("bins, eps, clip", [(1, 1e-5, 100.0), (7, 1e-3, 100.0), (20, 1e-5, 1.0), (50, 1e-8, 100.0)])
+def test_klom_per_example_other_settings(bins, eps, clip):
+    rng = np.random.default_rng(1)
+    unlearned, oracle = tricky_margins(rng, n_unlearned=12, n_oracle=40)
+    got = klom_per_example(unlearned, oracle, bins=bins, eps=eps, clip=clip)
+    expected = reference_loop(unlearned, oracle, bins=bins, eps=eps, clip=clip)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_klom_per_example_large_random_input_and_float32():
+    rng = np.random.default_rng(2)
+    unlearned = rng.normal(-0.05, 0.01, size=(50, 3000))
+    oracle = rng.normal(-0.05, 0.012, size=(40, 3000))
+    np.testing.assert_allclose(klom_per_example(unlearned, oracle), reference_loop(unlearned, oracle), rtol=0, atol=1e-9)
+    unlearned32, oracle32 = unlearned.astype(np.float32), oracle.astype(np.float32)
+    got = klom_per_example(unlearned32, oracle32)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, reference_loop(unlearned32.astype(np.float64), oracle32.astype(np.float64)), atol=1e-9)
+
+
+def test_klom_hand_computed_values():
+    # Range [0, 1]: 0 falls in the first bin, 1 (the maximum) in the last one.
+    unlearned = np.array([[0.0], [0.0], [1.0], [1.0]])
+    oracle = np.array([[0.0], [0.0], [0.0], [1.0]])
+    assert klom_per_example(unlearned, oracle)[0] == pytest.approx(0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25), abs=1e-12)
+    # The oracle never reaches the last bin: q is floored at eps there, then renormalised.
+    unlearned = np.array([[0.0], [1.0]])
+    oracle = np.array([[0.0], [0.0]])
+    eps = 1e-5
+    z = 1 + eps
+    expected = 0.5 * math.log(0.5 / (1 / z)) + 0.5 * math.log(0.5 / (eps / z))
+    assert klom_per_example(unlearned, oracle, eps=eps)[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_klom_of_identical_distributions_is_zero():
+    rng = np.random.default_rng(3)
+    margins = np.round(rng.normal(size=(30, 500)), 2)
+    np.testing.assert_allclose(klom_per_example(margins, margins), 0.0, atol=1e-12)
+    shuffled_rows = margins[rng.permutation(30)]
+    np.testing.assert_allclose(klom_per_example(margins, shuffled_rows), 0.0, atol=1e-12)
+    assert np.all(klom_per_example(margins, margins + 1.0) > 0.1)
+
+
+def test_klom_per_example_rejects_bad_input():
+    margins = np.zeros((3, 5))
+    with pytest.raises(ValueError, match="same examples"):
+        klom_per_example(margins, np.zeros((3, 6)))
+    with pytest.raises(ValueError, match="2-D"):
+        klom_per_example(np.zeros(5), margins)
+    with pytest.raises(ValueError, match="no models"):
+        klom_per_example(np.zeros((0, 5)), margins)
+    with_nan = margins.copy()
+    with_nan[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN.*example 3"):
+        klom_per_example(margins, with_nan)
+    with pytest.raises(ValueError, match="bins"):
+        klom_per_example(margins, margins, bins=0)
+
+
+def test_summarize_klom_matches_numpy_percentiles():
+    rng = np.random.default_rng(4)
+    values = rng.exponential(size=1000)
+    splits = {"forget": np.arange(100), "retain": np.arange(100, 900), "validation": np.arange(900, 1000), "empty": np.array([], dtype=int)}
+    rows = summarize_klom(values, splits)
+    assert [row["split"] for row in rows] == ["forget", "retain", "validation", "empty"]
+    for row, indices in zip(rows[:3], list(splits.values())[:3]):
+        assert row["n"] == len(indices)
+        assert row["p95"] == np.percentile(values[indices], 95)
+        assert row["p99"] == np.percentile(values[indices], 99)
+        assert row["mean"] == pytest.approx(values[indices].mean(), rel=1e-15)
+    assert rows[3]["n"] == 0 and math.isnan(rows[3]["p95"])
+    with pytest.raises(ValueError, match="out of range"):
+        summarize_klom(values, {"forget": np.array([1000])})
+
+
+def test_noise_floor_splits_the_models_in_two_halves():
+    rng = np.random.default_rng(5)
+    models = rng.normal(size=(9, 200))
+    order = np.random.default_rng(11).permutation(9)
+    expected = klom_per_example(models[np.sort(order[:4])], models[np.sort(order[4:])])
+    np.testing.assert_allclose(noise_floor(models, rng_seed=11), expected, rtol=0, atol=0)
+    np.testing.assert_array_equal(noise_floor(models, rng_seed=11), noise_floor(models, rng_seed=11))
+    assert not np.array_equal(noise_floor(models, rng_seed=11), noise_floor(models, rng_seed=12))
+
+
+def test_noise_floor_of_identical_halves_is_zero():
+    rng = np.random.default_rng(6)
+    one_model = rng.normal(size=(1, 300))
+    for n_models in (2, 5, 6):
+        np.testing.assert_allclose(noise_floor(np.repeat(one_model, n_models, axis=0)), 0.0, atol=1e-12)
+
+
+def test_noise_floor_needs_two_models():
+    with pytest.raises(ValueError, match="at least 2 models"):
+        noise_floor(np.zeros((1, 10)))
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def margin_files(tmp_path):
+    rng = np.random.default_rng(7)
+    unlearned = rng.normal(size=(10, 300))
+    oracle = rng.normal(0.2, 1.0, size=(12, 300))
+    np.save(tmp_path / "unlearned.npy", unlearned)
+    np.save(tmp_path / "oracle.npy", oracle)
+    return tmp_path, unlearned, oracle
+
+
+def table_rows(output: str) -> dict[str, list[str]]:
+    lines = output.strip().splitlines()
+    header_index = next(i for i, line in enumerate(lines) if line.split()[:1] == ["split"])
+    assert lines[header_index].split() == ["split", "n", "P95", "mean", "P99", "floor", "P95"]
+    return {line.split()[0]: line.split()[1:] for line in lines[header_index + 1 :] if line.strip() and not line.startswith("noise")}
+
+
+def expected_cells(unlearned, oracle, indices, bins=20):
+    [row] = summarize_klom(klom_per_example(unlearned, oracle, bins=bins), {"x": indices})
+    [floor] = summarize_klom(noise_floor(oracle, bins=bins), {"x": indices})
+    return [str(row["n"]), f"{row['p95']:.4f}", f"{row['mean']:.4f}", f"{row['p99']:.4f}", f"{floor['p95']:.4f}"]
+
+
+def test_cli_prints_one_row_for_all_examples(margin_files, capsys):
+    path, unlearned, oracle = margin_files
+    assert main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy")]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows == {"all": expected_cells(unlearned, oracle, np.arange(300))}
+
+
+def test_cli_with_json_split_file(margin_files, capsys):
+    path, unlearned, oracle = margin_files
+    splits = {"forget": list(range(0, 30)), "retain": list(range(30, 250)), "validation": list(range(250, 300))}
+    (path / "splits.json").write_text(json.dumps(splits))
+    code = main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy"), "--split-file", str(path / "splits.json"), "--bins", "10"])
+    assert code == 0
+    output = capsys.readouterr().out
+    rows = table_rows(output)
+    assert list(rows) == ["forget", "retain", "validation"]
+    for name, indices in splits.items():
+        assert rows[name] == expected_cells(unlearned, oracle, np.array(indices), bins=10)
+    widths = {len(line) for line in output.strip().splitlines()[1:]}
+    assert len(widths) == 1  # aligned columns
+
+
+def test_cli_with_npz_split_file(margin_files, capsys):
+    path, unlearned, oracle = margin_files
+    np.savez(path / "splits.npz", forget=np.arange(10), retain=np.arange(10, 300))
+    assert main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy"), "--split-file", str(path / "splits.npz")]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows["forget"] == expected_cells(unlearned, oracle, np.arange(10))
+    assert rows["retain"] == expected_cells(unlearned, oracle, np.arange(10, 300))
+
+
+def test_cli_without_enough_oracles_for_a_noise_floor(margin_files, capsys):
+    path, unlearned, _ = margin_files
+    np.save(path / "one_oracle.npy", np.zeros((1, 300)))
+    assert main(["klom", str(path / "unlearned.npy"), str(path / "one_oracle.npy")]) == 0
+    output = capsys.readouterr().out
+    assert table_rows(output)["all"][-1] == "n/a"
+
+
+def test_cli_errors_name_the_bad_input(margin_files, capsys):
+    path, _, _ = margin_files
+    np.save(path / "other.npy", np.zeros((12, 299)))
+    assert main(["klom", str(path / "unlearned.npy"), str(path / "other.npy")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "other.npy" in error and "299" in error and "300" in error
+    assert len(error.strip().splitlines()) == 1
+
+    (path / "bad.json").write_text(json.dumps({"forget": [0, 300]}))
+    assert main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy"), "--split-file", str(path / "bad.json")]) == 2
+    error = capsys.readouterr().err
+    assert "bad.json" in error and "forget" in error and "300" in error and "out of range" in error
+
+    assert main(["klom", str(path / "missing.npy"), str(path / "oracle.npy")]) == 2
+    assert "missing.npy" in capsys.readouterr().err
+
+    (path / "not_an_array.npy").write_text("hello")
+    assert main(["klom", str(path / "not_an_array.npy"), str(path / "oracle.npy")]) == 2
+    assert "not_an_array.npy" in capsys.readouterr().err
