@@ -5,6 +5,17 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    step=r"\d+",
+    forget=r"[A-Za-z0-9_-]+",
+    model=r"[A-Za-z0-9_.-]+",
+    extractor=r"classifier|inception",
+    method=r"do_nothing|ga|gd|ascent_descent|prune_fine_tune|sparsified|retrain",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/unlearn.smk"

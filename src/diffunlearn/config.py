@@ -158,3 +158,10 @@ def resolve_device(name: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def export_pythonpath(src: str) -> None:
+    """Make ``src`` importable in every job Snakemake starts (also inside conda environments)."""
+    current = os.environ.get("PYTHONPATH", "")
+    if src not in current.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, current) if p)

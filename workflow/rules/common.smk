@@ -1,11 +1,14 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.join(workflow.basedir, "src"))  # works without `pip install -e .` too
+# The package is importable in this process and in every job (also in conda environments) without installing it.
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from snakemake.exceptions import WorkflowError
 
-from diffunlearn.config import ConfigError, checkpoint_steps, validate_config, load_schema
+from diffunlearn.config import ConfigError, checkpoint_steps, export_pythonpath, validate_config, load_schema
+
+export_pythonpath(os.path.join(workflow.basedir, "src"))
 
 try:
     validate_config(config, load_schema(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")))
@@ -23,23 +26,13 @@ UNLEARN_FORGET = UNLEARN["forget_sets"] if UNLEARN["forget_sets"] is not None el
 FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "sparsified")
 
 
-wildcard_constraints:
-    seed=r"\d+",
-    step=r"\d+",
-    forget=r"[A-Za-z0-9_-]+",
-    model=r"[A-Za-z0-9_.-]+",
-    extractor=r"classifier|inception",
-    method=r"do_nothing|ga|gd|ascent_descent|prune_fine_tune|sparsified|retrain",
-
-
 def rule_resources(family):
-    """Resources of a rule family: config resources.<family> over resources.default."""
-    res = dict(config["resources"]["default"])
-    res.update({k: v for k, v in config["resources"].get(family, {}).items() if v is not None})
+    """Resources of one family of rules (config resources.<family>), for Snakemake and the SLURM profile."""
+    res = config["resources"][family]
     out = {"mem_mb": res["mem_mb"], "runtime": res["runtime"], "gpu": res["gpu"], "cpus_per_task": res["cpus_per_task"]}
-    if res.get("gpu_model"):
+    if res["gpu_model"]:
         out["gpu_model"] = res["gpu_model"]
-    if res.get("slurm_partition"):
+    if res["slurm_partition"]:
         out["slurm_partition"] = res["slurm_partition"]
     return out
 
@@ -152,3 +145,31 @@ def klom_report_outputs():
     if not METHODS:
         return []
     return [f"{R}/report/klom.csv", f"{R}/report/klom_per_method.png", f"{R}/report/cost_vs_klom.png"]
+
+
+def unlearn_source(wc):
+    """sparsified starts from the pruned-and-fine-tuned model, every other method from the original."""
+    if wc.method == "sparsified":
+        return final_checkpoint(f"pruned.s{wc.seed}")
+    return final_checkpoint(f"original.s{wc.seed}")
+
+
+def klom_inputs(wc):
+    unlearned = [unlearned_model(wc.method, wc.forget, s) for s in SEEDS]
+    costs = {
+        "do_nothing": [],
+        "retrain": [f"{R}/models/oracle.{wc.forget}.s{s}/cost.json" for s in SEEDS],
+    }.get(wc.method, [cost_file(m) for m in unlearned])
+    shared = [cost_file(f"pruned.s{s}") for s in SEEDS] if wc.method == "sparsified" else []
+    return {
+        "unlearned": [f"{R}/margins/{m}.npy" for m in unlearned],
+        "oracle": [f"{R}/margins/oracle.{wc.forget}.s{s}.npy" for s in SEEDS],
+        "forget": f"{R}/forget_sets/{wc.forget}.json",
+        "info": rules.prepare_data.output.info,
+        "costs": costs,
+        "shared_costs": shared,
+    }
+
+
+def classifier_input(wc):
+    return {"classifier": f"{R}/classifier"} if wc.extractor == "classifier" else {}

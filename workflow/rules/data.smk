@@ -11,6 +11,8 @@ rule prepare_data:
     threads: 1
     resources:
         **rule_resources("default"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/prepare_data.py"
 
@@ -29,5 +31,7 @@ rule make_forget_sets:
     threads: 1
     resources:
         **rule_resources("default"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/make_forget_sets.py"

@@ -1,7 +1,3 @@
-def classifier_input(wc):
-    return {"classifier": f"{R}/classifier"} if wc.extractor == "classifier" else {}
-
-
 rule train_classifier:
     input:
         data=rules.prepare_data.output.data,
@@ -17,6 +13,8 @@ rule train_classifier:
     threads: config["metrics"]["threads"]
     resources:
         **rule_resources("evaluate"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/train_classifier.py"
 
@@ -37,6 +35,8 @@ rule reference_stats:
     threads: config["metrics"]["threads"]
     resources:
         **rule_resources("evaluate"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/reference_stats.py"
 
@@ -60,5 +60,7 @@ rule evaluate:
     threads: config["metrics"]["threads"]
     resources:
         **rule_resources("evaluate"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/evaluate.py"

@@ -31,5 +31,7 @@ rule report:
     threads: 1
     resources:
         **rule_resources("default"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/report.py"

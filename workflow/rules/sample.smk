@@ -15,5 +15,7 @@ rule sample:
     threads: config["sampling"]["threads"]
     resources:
         **rule_resources("sample"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/sample.py"

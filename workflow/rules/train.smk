@@ -16,6 +16,8 @@ rule train_original:
     threads: config["train"]["threads"]
     resources:
         **rule_resources("train"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/train.py"
 
@@ -39,5 +41,7 @@ rule train_oracle:
     threads: config["train"]["threads"]
     resources:
         **rule_resources("train"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/train.py"

@@ -1,10 +1,3 @@
-def unlearn_source(wc):
-    """sparsified starts from the pruned-and-fine-tuned model, every other method from the original."""
-    if wc.method == "sparsified":
-        return final_checkpoint(f"pruned.s{wc.seed}")
-    return final_checkpoint(f"original.s{wc.seed}")
-
-
 rule unlearn:
     input:
         data=rules.prepare_data.output.data,
@@ -27,6 +20,8 @@ rule unlearn:
     threads: UNLEARN["threads"]
     resources:
         **rule_resources("unlearn"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/unlearn.py"
 
@@ -52,6 +47,8 @@ rule prune_fine_tune:
     threads: UNLEARN["threads"]
     resources:
         **rule_resources("unlearn"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/unlearn.py"
 
@@ -73,25 +70,10 @@ rule margins:
     threads: config["margins"]["threads"]
     resources:
         **rule_resources("margins"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/margins.py"
-
-
-def klom_inputs(wc):
-    unlearned = [unlearned_model(wc.method, wc.forget, s) for s in SEEDS]
-    costs = {
-        "do_nothing": [],
-        "retrain": [f"{R}/models/oracle.{wc.forget}.s{s}/cost.json" for s in SEEDS],
-    }.get(wc.method, [cost_file(m) for m in unlearned])
-    shared = [cost_file(f"pruned.s{s}") for s in SEEDS] if wc.method == "sparsified" else []
-    return {
-        "unlearned": [f"{R}/margins/{m}.npy" for m in unlearned],
-        "oracle": [f"{R}/margins/oracle.{wc.forget}.s{s}.npy" for s in SEEDS],
-        "forget": f"{R}/forget_sets/{wc.forget}.json",
-        "info": rules.prepare_data.output.info,
-        "costs": costs,
-        "shared_costs": shared,
-    }
 
 
 rule klom:
@@ -109,5 +91,7 @@ rule klom:
     threads: 1
     resources:
         **rule_resources("default"),
+    conda:
+        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/klom.py"
