@@ -283,9 +283,11 @@ def _binned_kl(unlearned_counts, oracle_counts, n_unlearned: int, n_oracle: int,
     log_floored_q = np.log(np.maximum(q_values, eps))
     added_by_floor = np.maximum(eps - q_values, 0.0)
 
-    entropy_term = p_log_p.take(unlearned_counts).sum(axis=1)
-    cross_term = (unlearned_counts * log_floored_q.take(oracle_counts)).sum(axis=1) / n_unlearned
-    floored_q_sum = 1.0 + (added_by_floor.take(oracle_counts) * (unlearned_counts > 0)).sum(axis=1)
+    # Row sums as a matrix-vector product: numpy's sum over a short axis is several times slower.
+    ones = np.ones(unlearned_counts.shape[1])
+    entropy_term = p_log_p.take(unlearned_counts) @ ones
+    cross_term = (unlearned_counts * log_floored_q.take(oracle_counts)) @ ones / n_unlearned
+    floored_q_sum = 1.0 + (added_by_floor.take(oracle_counts) * (unlearned_counts > 0)) @ ones
     # KL >= 0; the three terms cancel exactly in theory when p = q, up to rounding in practice.
     return np.maximum(entropy_term - cross_term + np.log(floored_q_sum), 0.0)
 
