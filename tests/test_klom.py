@@ -60,6 +60,9 @@ def tricky_margins(rng, n_unlearned=37, n_oracle=23):
         add(50.0 + np.spacing(50.0) * rng.integers(0, 4, n_unlearned), 50.0 + np.spacing(50.0) * rng.integers(0, 4, n_oracle))
     for _ in range(10):  # tiny spreads near zero
         add(rng.normal(size=n_unlearned) * 1e-310, rng.normal(size=n_oracle) * 1e-310)
+    for _ in range(5):  # a spread of a few denormals: np.linspace's step underflows to zero
+        smallest = np.nextafter(0.0, 1.0)
+        add(smallest * rng.integers(0, 3, n_unlearned), smallest * rng.integers(0, 3, n_oracle))
     return np.stack(columns_u, axis=1), np.stack(columns_o, axis=1)
 
 
