@@ -38,8 +38,8 @@ def margin_noise(
     timesteps = np.empty((indices.size, num_pairs), dtype=np.int64)
     noise = np.empty((indices.size, num_pairs, *sample_shape), dtype=np.float32)
 
-    # One bit generator whose state is reset per (example, stream): ~20x cheaper than building
-    # a Generator per example.
+    # One bit generator whose state is reset per (example, stream): about half the cost of
+    # building a Generator per example (~7 us per example with its draws, on 2 slow cores).
     bit_generator = np.random.Philox(key=0)
     generator = np.random.Generator(bit_generator)
     state = bit_generator.state
