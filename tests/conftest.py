@@ -27,6 +27,15 @@ def tiny_config(results_dir, **overrides) -> dict:
         "train": {"steps": 4, "batch_size": 16, "checkpoint_every": 2, "log_every": 2, "warmup_steps": 2},
         "sampling": {"num_samples": 16, "num_inference_steps": 4, "batch_size": 16},
         "metrics": {"feature_extractors": ["classifier"], "is_splits": 2, "classifier": {"steps": 20, "width": 8, "feature_dim": 8}},
+        "unlearning": {
+            "methods": ["do_nothing", "ga", "gd", "sparsified"],
+            "forget_sets": ["rand"],
+            "ga": {"steps": 2, "batch_size": 8},
+            "gd": {"steps": 2, "batch_size": 8},
+            "prune_fine_tune": {"steps": 2, "batch_size": 8},
+            "sparsified": {"steps": 2, "batch_size": 8},
+        },
+        "margins": {"num_pairs": 2},
     }
     for key, value in overrides.items():
         node = cfg

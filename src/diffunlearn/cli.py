@@ -14,6 +14,7 @@ COMMANDS = {
     "fid": ("diffunlearn.metrics.fid_cli", "Frechet Inception Distance between two image sets (pytorch-fid's shape)"),
     "is": ("diffunlearn.metrics.is_cli", "Inception Score of an image set"),
     "klom": ("diffunlearn.metrics.klom_cli", "KLOM per split from saved margins"),
+    "config-doc": ("diffunlearn.config_cli", "Print the config reference (markdown) generated from the schema"),
 }
 
 

@@ -165,3 +165,41 @@ def export_pythonpath(src: str) -> None:
     current = os.environ.get("PYTHONPATH", "")
     if src not in current.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, current) if p)
+
+
+def config_reference(schema: dict | None = None) -> list[tuple[str, str, str, str]]:
+    """(key path, type, default, meaning) of every config key, for the README's reference table."""
+    schema = schema or load_schema()
+    rows = []
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            p = f"{path}.{key}" if path else key
+            if sub.get("type") == "object" and "properties" in sub:
+                if path in ("resources", "unlearning"):  # one row per block of same-shaped keys
+                    keys = ", ".join(f"{k}={v.get('default')}" for k, v in sub["properties"].items())
+                    rows.append((p, "object", "", f"{sub.get('description', '')} Keys: {keys}.".strip()))
+                else:
+                    walk(sub, p)
+                continue
+            t = sub.get("type", "")
+            t = " or ".join(t) if isinstance(t, list) else t
+            desc = sub.get("description", "")
+            if "enum" in sub:
+                desc = f"{desc} One of: {', '.join(str(e) for e in sub['enum'] if e is not None)}.".strip()
+            rows.append((p, t, json_default(sub.get("default", "")), desc))
+
+    walk(schema, "")
+    return rows
+
+
+def json_default(value) -> str:
+    import json
+
+    return "" if value == "" else json.dumps(value)
+
+
+def config_reference_markdown(schema: dict | None = None) -> str:
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | {t} | `{d}` | {m} |" if d else f"| `{k}` | {t} | | {m} |" for k, t, d, m in config_reference(schema)]
+    return "\n".join(lines) + "\n"

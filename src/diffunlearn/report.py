@@ -67,9 +67,15 @@ def plot_metric_vs_step(records: pd.DataFrame, metric: str, ylabel: str, path) -
     plt.close(fig)
 
 
+KLOM_COLUMNS = ["method", "forget_set", "split", "n", "p95", "mean", "p99", "floor_p95", "floor_mean", "floor_p99",
+                "n_unlearned", "n_oracle", "cost_steps", "cost_examples_seen", "cost_wall_seconds", "shared_wall_seconds",
+                "cost_device"]
+
+
 def klom_table(summary_paths) -> pd.DataFrame:
     rows = [r for p in summary_paths for r in json.load(open(p))]
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table[[c for c in KLOM_COLUMNS if c in table] + [c for c in table if c not in KLOM_COLUMNS]]
 
 
 def plot_klom_per_method(table: pd.DataFrame, path) -> None:
