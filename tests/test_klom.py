@@ -258,3 +258,15 @@ def test_cli_errors_name_the_bad_input(margin_files, capsys):
     (path / "not_an_array.npy").write_text("hello")
     assert main(["klom", str(path / "not_an_array.npy"), str(path / "oracle.npy")]) == 2
     assert "not_an_array.npy" in capsys.readouterr().err
+
+
+def test_threaded_ranges_equal_the_serial_result_and_name_the_global_example():
+    rng = np.random.default_rng(7)
+    unlearned = rng.normal(size=(9, 5003)).round(1)  # ties
+    oracle = rng.normal(size=(6, 5003)) * 3
+    serial = klom_per_example(unlearned, oracle, threads=1)
+    threaded = klom_per_example(unlearned, oracle, threads=3)
+    assert np.array_equal(serial, threaded)
+    unlearned[0, 4000] = np.nan
+    with pytest.raises(ValueError, match="example 4000"):
+        klom_per_example(unlearned, oracle, threads=3)

@@ -12,6 +12,9 @@ All arithmetic is float64 (float32 inputs are converted exactly).
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 # Examples whose bins are set up together: a chunk's values (N x 1024 x 8 bytes) are read once for
@@ -38,15 +41,47 @@ def klom_per_example(
     clip: float = 100.0,
     *,
     examples_per_chunk: int = DEFAULT_EXAMPLES_PER_CHUNK,
+    threads: int | None = None,
 ) -> np.ndarray:
     """KLOM of every example: ``unlearned`` [N_u, P] and ``oracle`` [N_o, P] -> float64 [P].
 
     Rows are models, columns are examples; N_u and N_o may differ. Memory stays bounded by
-    ``examples_per_chunk`` columns at a time, so the inputs may be memory-mapped.
+    ``examples_per_chunk`` columns at a time, so the inputs may be memory-mapped. Contiguous ranges
+    of examples go to ``threads`` threads (default: one per CPU; numpy releases the GIL).
     """
     unlearned = np.asanyarray(unlearned)
     oracle = np.asanyarray(oracle)
     _check_inputs(unlearned, oracle, bins, eps, clip, examples_per_chunk)
+    n_examples = unlearned.shape[1]
+    n_threads = threads or min(os.cpu_count() or 1, max(1, n_examples // _MIN_EXAMPLES_PER_THREAD))
+    if n_threads <= 1:
+        return _klom_serial(unlearned, oracle, bins, eps, clip, examples_per_chunk)
+    bounds = np.linspace(0, n_examples, n_threads + 1).astype(int)
+    result = np.empty(n_examples, dtype=np.float64)
+
+    def work(i):
+        a, b = bounds[i], bounds[i + 1]
+        try:
+            result[a:b] = _klom_serial(unlearned[:, a:b], oracle[:, a:b], bins, eps, clip, examples_per_chunk)
+        except ValueError as exc:  # name the example in the whole array, not in the thread's range
+            raise ValueError(_shift_example_index(str(exc), a)) from None
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(work, range(n_threads)))
+    return result
+
+
+# Below this many examples per thread, starting threads costs more than it saves.
+_MIN_EXAMPLES_PER_THREAD = 4096
+
+
+def _shift_example_index(message: str, offset: int) -> str:
+    import re
+
+    return re.sub(r"example (\d+)", lambda m: f"example {int(m.group(1)) + offset}", message)
+
+
+def _klom_serial(unlearned, oracle, bins, eps, clip, examples_per_chunk) -> np.ndarray:
     (n_unlearned, n_examples), n_oracle = unlearned.shape, oracle.shape[0]
     scratch = _Scratch(max(n_unlearned, n_oracle) * min(_EXAMPLES_PER_PASS, n_examples))
     result = np.empty(n_examples, dtype=np.float64)
