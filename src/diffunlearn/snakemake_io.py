@@ -18,6 +18,9 @@ class JobLog:
             sys.stdout = sys.stderr = self._fh
         threads = max(1, int(getattr(snakemake, "threads", 1) or 1))
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        self.gpu = _take_gpu_slot(snakemake)
+        if self.gpu is not None:
+            self(f"GPU slot {self.gpu}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}")
         import torch
 
         torch.set_num_threads(threads)
@@ -25,6 +28,21 @@ class JobLog:
 
     def __call__(self, msg: str) -> None:
         print(f"[{time.time() - self.t0:8.1f}s] {msg}", flush=True)
+
+
+def _take_gpu_slot(snakemake):
+    """A job with resources gpu > 0 on a workstation takes one free GPU (diffunlearn.gpu_slots) before torch
+    initialises CUDA, and keeps it until the process ends. Not inside SLURM jobs: SLURM pins their GPUs."""
+    resources = getattr(snakemake, "resources", None)
+    try:
+        wanted = int(resources.get("gpu", 0) or 0) if resources is not None else 0
+    except (TypeError, ValueError):
+        wanted = 0
+    if wanted <= 0 or os.environ.get("SLURM_JOB_ID"):
+        return None
+    from diffunlearn.gpu_slots import acquire_gpu_slot
+
+    return acquire_gpu_slot()
 
 
 def job_device(config_device: str) -> str:
