@@ -1,7 +1,11 @@
 # diffunlearn: train -> (unlearn) -> sample -> evaluate -> report, as one DAG.
 # Kept cheap at import (it runs again in every cluster job): no torch here, only config validation.
 
-configfile: "config/config.yaml"
+# The embedded default, unless --configfile names a preset: presets are complete on their own and are
+# not merged into the default (whose forget sets and methods would otherwise leak into them).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -21,6 +25,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/attribution.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -159,3 +159,11 @@ def latest_valid_checkpoint(folder, fingerprint: str | None = None, log=print) -
             continue
         return path
     return None
+
+
+def write_initial_checkpoint(folder, unet, scheduler, seed: int) -> Path:
+    """Step 0 of a run: the random initialisation (the 'empty' model of attribution)."""
+    return save_checkpoint(folder, ema_unet=unet, raw_unet=unet, scheduler=scheduler,
+                           optimizer_state={"state": {}, "param_groups": []},
+                           state={"step": 0, "seed": seed, "wall_seconds": 0.0, "examples_seen": 0, "loss_log": [],
+                                  "device": "cpu"})

@@ -24,6 +24,7 @@ UNLEARN = config["unlearning"]
 METHODS = UNLEARN["methods"]
 UNLEARN_FORGET = UNLEARN["forget_sets"] if UNLEARN["forget_sets"] is not None else list(FORGET)
 FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "sparsified")
+ATTR = config["attribution"]
 
 
 def rule_resources(family):
@@ -79,7 +80,7 @@ def all_models():
 
 
 def model_method(model):
-    if model.startswith("unlearn."):
+    if model.startswith(("unlearn.", "attr.")):
         return model.split(".")[1]
     return "prune_fine_tune" if model.startswith("pruned.") else None
 
@@ -94,6 +95,10 @@ def model_seed(model):
 
 
 def model_steps(model):
+    if model.startswith("init."):
+        return [0]
+    if model.startswith("attr."):
+        return [ATTR["sparsified"]["steps"] if model_method(model) == "sparsified" else config["train"]["steps"]]
     method = model_method(model)
     return [UNLEARN[method]["steps"]] if method else TRAIN_STEPS
 
@@ -134,7 +139,47 @@ def report_outputs():
         f"{R}/report/best_scores.csv",
         f"{R}/report/fid_vs_step.png",
         f"{R}/report/is_vs_step.png",
-    ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs()
+    ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs() + attribution_report_outputs()
+
+
+def attribution_models():
+    ts = ATTR["train_seed"]
+    return [f"attr.{m}.d{i}.s{ts}" for m in ATTR["methods"] for i in range(ATTR["num_subsets"])]
+
+
+def attribution_endpoints():
+    """The empty model (random initialisation) and the full model (the original) of the Shapley regression."""
+    return [f"init.s{ATTR['train_seed']}", f"original.s{ATTR['train_seed']}"]
+
+
+def lds_models():
+    return [f"attr.retrain.lds{i}.s{s}" for i in range(ATTR["lds"]["num_subsets"]) for s in ATTR["lds"]["seeds"]]
+
+
+def behaviour_inputs(models):
+    """Metric records and margins a behaviour needs, for the given models (final checkpoints)."""
+    needs_metrics = any(b != "margin" for b in ATTR["behaviours"])
+    ext = EXTRACTORS[0]
+    return {
+        "metrics": [f"{R}/metrics/{ext}/{m}/step{model_steps(m)[-1]}.json" for m in models] if needs_metrics else [],
+        "margins": [f"{R}/margins/{m}.npy" for m in models] if "margin" in ATTR["behaviours"] else [],
+    }
+
+
+def attribute_inputs(wc):
+    models = attribution_models() + attribution_endpoints()
+    return {
+        **behaviour_inputs(models),
+        "costs": [cost_file(m) for m in attribution_models()],
+        "shared_costs": [cost_file(f"pruned.s{ATTR['train_seed']}")] if "sparsified" in ATTR["methods"] else [],
+    }
+
+
+def attribution_report_outputs():
+    if not ATTR["enabled"]:
+        return []
+    return [f"{R}/report/{name}" for name in ("attribution_scores.csv", "attribution_cost.csv",
+                                              "attribution_top_bottom.png", "lds.csv", "lds_vs_subsets.png")]
 
 
 def klom_summaries():

@@ -1,0 +1,36 @@
+"""train_subset: a model without the removed units: retrained from scratch, or sparsified-unlearned from the pruned model."""
+import os
+
+import numpy as np
+
+from diffunlearn.attribution.removal import units_to_examples
+from diffunlearn.data import load_dataset, write_json_atomic
+from diffunlearn.snakemake_io import JobLog, job_device
+from diffunlearn.train import TrainRun, descend_on, run_training
+from diffunlearn.unlearn import keep_pruned_at_zero
+
+log = JobLog(snakemake)
+p, wc = snakemake.params, snakemake.wildcards
+images = load_dataset(snakemake.input.data)["train_images"]
+with np.load(snakemake.input.subsets, allow_pickle=False) as z:
+    kind, index = ("heldout", int(wc.subset[3:])) if wc.subset.startswith("lds") else ("masks", int(wc.subset[1:]))
+    kept_units = z[kind][index]
+    keep = units_to_examples(kept_units, z["unit_of_example"])
+log(f"{wc.method} on subset {wc.subset}: {int(kept_units.sum())}/{len(kept_units)} units, {int(keep.sum())} examples")
+train_cfg = dict(p.train)
+if wc.method == "sparsified":
+    hp = p.hp
+    train_cfg.update(steps=hp["steps"], lr=hp["lr"], batch_size=hp["batch_size"], ema_decay=hp["ema_decay"],
+                     grad_clip=hp["grad_clip"], warmup_steps=0, log_every=min(train_cfg["log_every"], hp["steps"]))
+run = TrainRun(
+    out_dir=os.path.dirname(snakemake.output.checkpoint), sources={"train": images[keep]}, train_cfg=train_cfg,
+    model_cfg=p.model, diffusion_cfg=p.diffusion, seed=int(wc.seed), device=job_device(p.device),
+    objective=descend_on("train"), checkpoint_steps=[train_cfg["steps"]],
+    init_from=snakemake.input.get("source"), init_weights="ema",
+    post_step_factory=keep_pruned_at_zero if wc.method == "sparsified" else None,
+    extra_state={"method": wc.method, "subset": wc.subset},
+)
+summary = run_training(run, log=log)
+write_json_atomic(snakemake.output.cost, {"method": wc.method, "subset": wc.subset, "steps": summary["step"],
+                                          "examples_seen": summary["examples_seen"],
+                                          "wall_seconds": summary["wall_seconds"], "device": summary["device"]})
