@@ -30,7 +30,13 @@ ATTR = config["attribution"]
 def rule_resources(family):
     """Resources of one family of rules (config resources.<family>), for Snakemake and the SLURM profile."""
     res = config["resources"][family]
-    out = {"mem_mb": res["mem_mb"], "runtime": res["runtime"], "gpu": res["gpu"], "cpus_per_task": res["cpus_per_task"]}
+    # memory and time grow with the attempt, so a job retried after an OOM / timeout kill asks for more
+    out = {
+        "mem_mb": lambda wc, attempt: res["mem_mb"] * attempt,
+        "runtime": lambda wc, attempt: res["runtime"] * attempt,
+        "gpu": res["gpu"],
+        "cpus_per_task": res["cpus_per_task"],
+    }
     if res["gpu_model"]:
         out["gpu_model"] = res["gpu_model"]
     if res["slurm_partition"]:
