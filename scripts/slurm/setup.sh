@@ -11,6 +11,7 @@
 # An account $SLURM_TEST_ACCOUNT (default: diffunlearn) is created and root is associated with it, so
 # the plugin's account check (sacctmgr) passes: set slurm_account to it (SBATCH_ACCOUNT=diffunlearn).
 # Daemons started here are recorded in $STATE_DIR/<name>.pid for teardown.sh.
+# Exit status: 0 ready, 2 the packages are missing and apt-get could not install them, 1 other errors.
 set -euo pipefail
 STATE_DIR=${STATE_DIR:-${TMPDIR:-/tmp}/diffunlearn-slurm}
 ACCTMODE=${SLURM_ACCOUNTING:-dbd}; CLUSTER=${CLUSTER:-localcluster}
@@ -19,6 +20,7 @@ PARTITION=${PARTITION:-debug}; DB_PASS=${DB_PASS:-slurmdbpass}; NODE=$(hostname 
 log() { echo "[slurm-setup $(date +%T)] $*"; }
 die() { log "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
+command -v apt-get >/dev/null || command -v slurmctld >/dev/null || { log "ERROR: no apt-get and no SLURM"; exit 2; }
 mkdir -p "$STATE_DIR"
 pidof_file() { [ -f "$1" ] && echo "$(tr -dc 0-9 < "$1")" || true; }
 alive() { local p; p=$(pidof_file "$1"); [ -n "$p" ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = "$2" ]; }
@@ -41,7 +43,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # a clean machine may have empty package lists: update once and retry
   apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; }
   { apt_install || { apt-get update && apt_install; }; } > "$STATE_DIR/apt.log" 2>&1 \
-    || { tail -20 "$STATE_DIR/apt.log"; die "apt-get failed"; }
+    || { tail -20 "$STATE_DIR/apt.log"; log "ERROR: apt-get failed"; exit 2; }   # 2: no packages
 fi
 getent hosts "$NODE" >/dev/null || echo "127.0.0.1 $NODE" >> /etc/hosts
 
