@@ -3,7 +3,7 @@ import numpy as np
 
 from diffunlearn.report import (best_scores, evaluation_table, klom_table, load_records, plot_cost_vs_klom,
                                 plot_klom_per_method, plot_metric_vs_step)
-from diffunlearn.sample import image_grid, save_png
+from diffunlearn.grid import image_grid, save_png
 from diffunlearn.snakemake_io import JobLog
 
 log = JobLog(snakemake)
