@@ -51,7 +51,6 @@ rule evaluate:
         f"{R}/metrics/{{extractor}}/{{model}}/step{{step}}.json",
     params:
         metrics={k: config["metrics"][k] for k in ("inception_weights", "batch_size", "is_splits", "pr_k")},
-        identity=lambda wc: {"family": model_family(wc.model), "seed": model_seed(wc.model)},
         device=config["device"],
     log:
         f"{R}/logs/evaluate/{{extractor}}/{{model}}.step{{step}}.log",

@@ -22,7 +22,8 @@ if str(reference["weights_sha256"]) != extractor.weights_sha256:
 t0 = time.time()
 scores = score_samples(extractor, samples, reference, batch_size=m["batch_size"], is_splits=m["is_splits"], pr_k=m["pr_k"])
 state = json.load(open(f"{snakemake.input.checkpoint}/training_state/state.json"))
-record = {"model": wc.model, "step": int(wc.step), **snakemake.params.identity, **scores,
+family, seed = wc.model.rsplit(".s", 1)  # model ids end in .s<seed>; the family is the rest
+record = {"model": wc.model, "step": int(wc.step), "family": family, "seed": int(seed), **scores,
           "feature_extractor": wc.extractor, "weights_sha256": extractor.weights_sha256,
           "weights_path": str(extractor.weights_path), "reference": str(reference["reference"]),
           "train_wall_seconds": state.get("wall_seconds"), "train_device": state.get("device"),
