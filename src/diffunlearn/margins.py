@@ -9,6 +9,8 @@ in the call, the device or the number of pairs asked for (pair k is the same for
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 # The high word of a Philox counter names the stream; the low words count blocks within it.
@@ -67,6 +69,10 @@ def compute_margins(
     batch_size: int = 512,
     device=None,
     dtype=None,
+    *,
+    compile: bool = False,
+    channels_last: bool = False,
+    noise_workers: int | None = None,
 ) -> np.ndarray:
     """Margins float64 [P] of the examples ``x0`` [P, C, H, W] (model space) under ``unet``.
 
@@ -74,6 +80,12 @@ def compute_margins(
     (example, pair) inputs taken in order), under torch.inference_mode and in eval mode, on
     ``device`` (default: the unet's) with inputs of ``dtype`` (default: the unet's). The noise of
     a chunk is drawn when it is needed, so memory stays at a few batches.
+
+    Fast path (results equal within float tolerance): the per-input losses stay on the device and are
+    read once at the end, so the device never waits for the host between chunks; off the CPU the noise
+    of the next chunk is drawn by ``noise_workers`` host threads (default: up to 4) while the device
+    runs the current one. ``compile``: ``torch.compile`` the UNet (the last chunk is padded to
+    ``batch_size``, so one graph serves every chunk); ``channels_last``: NHWC activations and weights.
     """
     import torch
 
@@ -98,37 +110,80 @@ def compute_margins(
     n_examples, sample_shape = indices.size, tuple(x0.shape[1:])
     n_inputs = n_examples * num_pairs
     alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
-    losses = np.empty(n_inputs, dtype=np.float64)
+    losses = torch.empty(n_inputs, dtype=torch.float64, device=device)
+    chunks = [(first, min(first + batch_size, n_inputs)) for first in range(0, n_inputs, batch_size)]
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    rows = min(batch_size, n_inputs)  # the padded chunk size of the compiled model
+
+    def chunk_noise(first, last):
+        """Host arrays (timesteps [last-first], noise [last-first, C, H, W]) of the inputs first..last."""
+        first_example, end_example = first // num_pairs, (last - 1) // num_pairs + 1
+        timesteps, noise = margin_noise(indices[first_example:end_example], num_pairs, sample_shape, len(alphas_cumprod), seed)
+        in_chunk = slice(first - first_example * num_pairs, last - first_example * num_pairs)
+        return timesteps.reshape(-1)[in_chunk], noise.reshape(-1, *sample_shape)[in_chunk]
+
+    prefetch = device.type != "cpu" and len(chunks) > 1
+    pool = None
+    if prefetch:
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = noise_workers or min(4, os.cpu_count() or 1)
+        pool = ThreadPoolExecutor(max_workers=workers)
+        pending = [pool.submit(chunk_noise, *chunk) for chunk in chunks[: workers + 1]]
     was_training = unet.training
     unet.eval()
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    model = unet
+    if compile:
+        from diffunlearn.sample import compile_module
+
+        model = compile_module(unet)
     try:
         with torch.inference_mode():
-            for first in range(0, n_inputs, batch_size):
-                last = min(first + batch_size, n_inputs)
-                first_example, end_example = first // num_pairs, (last - 1) // num_pairs + 1
-                timesteps, noise = margin_noise(
-                    indices[first_example:end_example], num_pairs, sample_shape, len(alphas_cumprod), seed
-                )
-                in_chunk = slice(first - first_example * num_pairs, last - first_example * num_pairs)
-                timesteps = torch.from_numpy(timesteps.reshape(-1)[in_chunk]).to(device)
-                noise = torch.from_numpy(noise.reshape(-1, *sample_shape)[in_chunk]).to(device)
+            for j, (first, last) in enumerate(chunks):
+                if prefetch:
+                    timesteps, noise = pending[j].result()
+                    if len(pending) < len(chunks):
+                        pending.append(pool.submit(chunk_noise, *chunks[len(pending)]))
+                else:
+                    timesteps, noise = chunk_noise(first, last)
+                first_example = first // num_pairs
+                timesteps = torch.from_numpy(timesteps).to(device)
+                noise = torch.from_numpy(noise).to(device)
                 example_of_input = torch.arange(first, last) // num_pairs - first_example
+                end_example = (last - 1) // num_pairs + 1
                 clean = x0[first_example:end_example].to(device=device, dtype=torch.float32)[example_of_input.to(device)]
-                losses[first:last] = _denoising_losses(unet, clean, noise, timesteps, alphas_cumprod, dtype)
+                losses[first:last] = _denoising_losses(model, clean, noise, timesteps, alphas_cumprod, dtype,
+                                                       rows=rows if compile else None, memory_format=memory_format)
+            values = losses.cpu().numpy()  # the only host sync
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if channels_last:
+            unet.to(memory_format=torch.contiguous_format)
         unet.train(was_training)
-    return -losses.reshape(n_examples, num_pairs).mean(axis=1)
+    return -values.reshape(n_examples, num_pairs).mean(axis=1)
 
 
-def _denoising_losses(unet, clean, noise, timesteps, alphas_cumprod, dtype) -> np.ndarray:
-    """Per input: mean over pixels of (eps - eps_theta(x_t, t))^2, in float64."""
+def _denoising_losses(unet, clean, noise, timesteps, alphas_cumprod, dtype, rows=None, memory_format=None):
+    """Per input: mean over pixels of (eps - eps_theta(x_t, t))^2, float64, on the device.
+
+    ``rows``: pad the model's input to this many rows (a compiled model sees one shape).
+    """
     import torch
 
     alpha_bar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
-    predicted = unet(noisy.to(dtype), timesteps).sample
+    n = noisy.shape[0]
+    if rows is not None and rows > n:
+        noisy = torch.cat([noisy, noisy.new_zeros((rows - n, *noisy.shape[1:]))])
+        timesteps = torch.cat([timesteps, timesteps.new_zeros(rows - n)])
+    if memory_format is not None:
+        noisy = noisy.contiguous(memory_format=memory_format)
+    predicted = unet(noisy.to(dtype), timesteps).sample[:n]
     error = noise - predicted.float()
-    return error.pow(2).flatten(1).mean(dim=1, dtype=torch.float64).cpu().numpy()
+    return error.pow(2).flatten(1).mean(dim=1, dtype=torch.float64)
 
 
 def _example_index_array(example_indices) -> np.ndarray:

@@ -47,6 +47,22 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
+# Speed switches of the train config: they change how a step is computed, never what (results agree
+# within float tolerance, tests/test_fastpath.py), so they are not part of a run's fingerprint.
+FAST_PATH_KEYS = ("compile", "channels_last", "fused_adamw")
+
+
+def fast_path(cfg: dict, device) -> dict:
+    """The resolved switches: "auto" turns compile and channels_last on for CUDA only (on the CPU they
+    cost more than they save) and fused AdamW on wherever torch has it (CPU and CUDA)."""
+    from diffunlearn.sample import resolve_switch
+
+    out = {key: resolve_switch(cfg.get(key, "auto"), device) for key in ("compile", "channels_last")}
+    fused = cfg.get("fused_adamw", "auto")
+    out["fused_adamw"] = str(device).split(":")[0] in ("cpu", "cuda") if fused in (None, "auto") else bool(fused)
+    return out
+
+
 class BatchSampler:
     """Batches as index tensors on the device: epoch-wise permutations seeded by (seed, epoch)."""
 
@@ -97,6 +113,17 @@ class TrainRun:
     post_step_factory: Callable | None = None  # (raw) -> post_step(raw, ema), run after every optimizer step
 
 
+def _match_state_layout(optimizer) -> None:
+    """Give loaded optimizer state tensors their parameter's memory format (checkpoints store them contiguous)."""
+    import torch
+
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def _resume_dir(out_dir: Path) -> Path:
     return out_dir / "resume"
 
@@ -129,7 +156,7 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
     resume_dir.mkdir(parents=True, exist_ok=True)
 
     fp = fingerprint({
-        "train": cfg, "model": run.model_cfg, "diffusion": run.diffusion_cfg, "seed": run.seed, "steps": total_steps,
+        "train": {k: v for k, v in cfg.items() if k not in FAST_PATH_KEYS}, "model": run.model_cfg, "diffusion": run.diffusion_cfg, "seed": run.seed, "steps": total_steps,
         "init_from": run.init_from, "extra": run.extra_state,
         "sources": {k: [list(v.shape), hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]] for k, v in run.sources.items()},
     })
@@ -146,6 +173,11 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
     raw = make(run.seed)
     ema = make(run.seed)
     scheduler = build_scheduler(run.diffusion_cfg)
+    fast = fast_path(cfg, device)
+    if fast["channels_last"]:
+        # NHWC weights (and so activations) for the trained model; the EMA copy stays contiguous, as saved.
+        raw.to(memory_format=torch.channels_last)
+    log("fast path: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in fast.items()))
 
     opt_cls = torch.optim.AdamW
     opt_kwargs = {}
@@ -155,7 +187,7 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
         except ImportError as exc:
             raise ImportError("train.use_8bit_adam is true but bitsandbytes is not installed (pip install bitsandbytes)") from exc
         opt_cls = bnb.optim.AdamW8bit
-    elif device.type == "cuda":
+    elif fast["fused_adamw"]:
         opt_kwargs["fused"] = True
 
     start_step, state = 0, {}
@@ -181,11 +213,18 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
     optimizer = opt_cls(raw.parameters(), lr=cfg["lr"], betas=tuple(cfg["adam_betas"]), weight_decay=cfg["weight_decay"], **opt_kwargs)
     if init_opt_state is not None:
         optimizer.load_state_dict(init_opt_state)
+        if fast["channels_last"]:
+            _match_state_layout(optimizer)
     raw, optimizer = accelerator.prepare(raw, optimizer)
     if state.get("scaler") and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(state["scaler"])
     ema.to(device).requires_grad_(False).eval()
     raw.train()
+    forward = raw
+    if fast["compile"]:
+        from diffunlearn.sample import compile_module
+
+        forward = compile_module(raw)
 
     data = {k: to_model_space(v).to(device) for k, v in run.sources.items()}
     samplers = {k: BatchSampler(len(v), cfg["batch_size"], run.seed, device) for k, v in data.items()}
@@ -196,6 +235,19 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
     raw_params_module = accelerator.unwrap_model(raw)
     raw_params = list(raw_params_module.parameters())
     # Buffers (none in UNet2DModel today) would be copied at save time.
+
+    from diffunlearn.flops import device_peak_flops, precision_of, train_step_flops
+
+    # Model FLOPs of one micro-batch (forward + backward), counted once on a meta copy of the model.
+    try:
+        micro_flops = train_step_flops(raw_params_module, (cfg["batch_size"], channels, sample_size, sample_size))
+    except Exception as exc:  # a model the meta-device counter cannot run: report no FLOPs, train anyway
+        log(f"warning: FLOPs not counted ({type(exc).__name__}: {exc})")
+        micro_flops = 0
+    peak = device_peak_flops(device, precision_of(cfg["mixed_precision"], device))
+    flops_before = float(state.get("flops_done", 0.0))
+    step_seconds_before = float(state.get("step_seconds", 0.0))
+    flops_done, step_seconds = 0.0, 0.0
 
     wall_before = float(state.get("wall_seconds", 0.0))
     examples_seen = int(state.get("examples_seen", 0))
@@ -211,11 +263,12 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with accelerator.autocast():
-            pred = raw(x_t, t).sample
+            pred = forward(x_t, t).sample
         return torch.nn.functional.mse_loss(pred.float(), noise)
 
     progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, mininterval=5,
                     desc=out_dir.name, file=None, dynamic_ncols=False, ascii=True)
+    segment_start = time.perf_counter()  # the training steps' own time, checkpoint writing excluded
     for step in progress:
         lr = lr_at(step, cfg["lr"], cfg["warmup_steps"])
         for group in optimizer.param_groups:
@@ -234,6 +287,7 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
                 accelerator.backward(sign * loss / accum)
                 loss_acc += loss.detach() / accum
                 examples_seen += x0.shape[0]
+                flops_done += micro_flops
             loss_count += 1
         if cfg["grad_clip"]:
             accelerator.clip_grad_norm_(raw.parameters(), cfg["grad_clip"])
@@ -251,18 +305,35 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
             loss_acc.zero_()
             loss_count = 0
         if done in ckpt_steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            step_seconds += time.perf_counter() - segment_start
             wall = wall_before + time.time() - t0
+            seconds, total_flops = step_seconds_before + step_seconds, flops_before + flops_done
+            achieved = total_flops / seconds if seconds > 0 and total_flops > 0 else None
             st = {
                 "step": done, "fingerprint": fp, "wall_seconds": wall, "examples_seen": examples_seen,
                 "loss_log": loss_log, "device": str(device), "seed": run.seed, "total_steps": total_steps,
-                "mixed_precision": cfg["mixed_precision"], **run.extra_state,
+                "mixed_precision": cfg["mixed_precision"],
+                # Model FLOPs (forward + backward, torch's flop counter) and what the steps achieved, checkpoint
+                # writing excluded; mfu against the device's peak at this precision (null where unknown).
+                "flops_per_micro_batch": micro_flops or None,
+                "flops_per_step": micro_flops * accum * len(run.objective(done - 1)) or None,
+                "flops_done": total_flops, "step_seconds": seconds,
+                "achieved_tflops": achieved / 1e12 if achieved else None,
+                "peak_tflops": peak / 1e12 if peak else None,
+                "mfu": achieved / peak if achieved and peak else None,
+                "fast_path": fast, **run.extra_state,
             }
             if accelerator.scaler is not None:
                 st["scaler"] = accelerator.scaler.state_dict()
             save_checkpoint(resume_dir / f"checkpoint-{done}", ema_unet=ema,
                             raw_unet=accelerator.unwrap_model(raw), scheduler=scheduler,
                             optimizer_state=optimizer.state_dict(), state=st)
-            log(f"checkpoint {done} written ({wall:.1f} s of training so far)")
+            log(f"checkpoint {done} written ({wall:.1f} s of training so far"
+                + (f", {st['achieved_tflops']:.3g} TFLOP/s" if achieved else "")
+                + (f", MFU {st['mfu']:.1%}" if st["mfu"] else "") + ")")
+            segment_start = time.perf_counter()
     progress.close()
 
     # Publish: move every checkpoint out of resume/ into the declared place, then drop resume/.
