@@ -5,7 +5,7 @@ from diffunlearn.checkpoint import load_ema_unet
 from diffunlearn.data import save_npz_atomic
 from diffunlearn.models import build_scheduler
 from diffunlearn.grid import image_grid, save_png
-from diffunlearn.sample import sample_images
+from diffunlearn.sample import resolve_switch, sample_images
 from diffunlearn.snakemake_io import JobLog, job_device
 
 log = JobLog(snakemake)
