@@ -197,6 +197,32 @@ def test_margins_switches_agree_with_the_plain_path(aot_eager):
     assert unet.conv_in.weight.is_contiguous()
 
 
+def test_margins_on_the_cpu_feed_the_model_cache_sized_slices(monkeypatch):
+    import diffunlearn.margins as margins
+
+    calls = []
+
+    class Records(torch.nn.Module):
+        def __init__(self, unet):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample, timestep):
+            calls.append(sample.shape[0])
+            return self.unet(sample, timestep)
+
+    unet = tiny_unet(4)
+    x0 = to_model_space(load_digits_source()[0][:9])
+    ac = build_scheduler(DIFFUSION).alphas_cumprod
+    whole = compute_margins(Records(unet), x0, np.arange(9), ac, num_pairs=4, seed=0, batch_size=36)
+    assert calls == [36]
+    calls.clear()
+    monkeypatch.setattr(margins, "CPU_FORWARD_PIXELS", 5 * 64)  # 5 rows of 8x8 per forward
+    sliced = compute_margins(Records(unet), x0, np.arange(9), ac, num_pairs=4, seed=0, batch_size=36)
+    assert calls == [5] * 7 + [1]
+    np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-7)
+
+
 # ---------------------------------------------------------------- FLOPs and MFU
 
 

@@ -17,6 +17,11 @@ import numpy as np
 _TIMESTEP_STREAM = 0
 _NOISE_STREAM = 1
 
+# On the CPU, noisy inputs per forward are capped at this many pixels (rows x H x W): measured on the
+# 2-core development VM, 8x8 inputs run fastest per input at 256-1024 rows and 32x32 ones are flat from
+# 4 to 64 rows and slower beyond (0.7x at 512 rows), as activations outgrow the caches.
+CPU_FORWARD_PIXELS = 32768
+
 
 def margin_noise(
     example_indices: np.ndarray,
@@ -78,14 +83,16 @@ def compute_margins(
 
     ``unet(x_t, t).sample`` is called once per chunk of ``batch_size`` noisy inputs (the P x K
     (example, pair) inputs taken in order), under torch.inference_mode and in eval mode, on
-    ``device`` (default: the unet's) with inputs of ``dtype`` (default: the unet's). The noise of
+    ``device`` (default: the unet's) with inputs of ``dtype`` (default: the unet's). On the CPU a
+    chunk goes through the model in slices of at most ``CPU_FORWARD_PIXELS`` (rows x height x width),
+    where the caches keep a forward fastest: larger slices are slower per input there. The noise of
     a chunk is drawn when it is needed, so memory stays at a few batches.
 
     Fast path (results equal within float tolerance): the per-input losses stay on the device and are
     read once at the end, so the device never waits for the host between chunks; off the CPU the noise
     of the next chunk is drawn by ``noise_workers`` host threads (default: up to 4) while the device
-    runs the current one. ``compile``: ``torch.compile`` the UNet (the last chunk is padded to
-    ``batch_size``, so one graph serves every chunk); ``channels_last``: NHWC activations and weights.
+    runs the current one. ``compile``: ``torch.compile`` the UNet (a short last slice is padded, so
+    one graph serves every forward); ``channels_last``: NHWC activations and weights.
     """
     import torch
 
@@ -104,6 +111,10 @@ def compute_margins(
     if device is None:
         device = parameter.device if parameter is not None else torch.device("cpu")
     device = torch.device(device)
+    if device.type == "cpu":
+        from diffunlearn.sample import tune_cpu_allocator
+
+        tune_cpu_allocator()
     if dtype is None:
         dtype = parameter.dtype if parameter is not None else torch.float32
 
@@ -113,7 +124,9 @@ def compute_margins(
     losses = torch.empty(n_inputs, dtype=torch.float64, device=device)
     chunks = [(first, min(first + batch_size, n_inputs)) for first in range(0, n_inputs, batch_size)]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    rows = min(batch_size, n_inputs)  # the padded chunk size of the compiled model
+    forward_rows = min(batch_size, n_inputs)
+    if device.type == "cpu":
+        forward_rows = min(forward_rows, max(1, CPU_FORWARD_PIXELS // (sample_shape[1] * sample_shape[2])))
 
     def chunk_noise(first, last):
         """Host arrays (timesteps [last-first], noise [last-first, C, H, W]) of the inputs first..last."""
@@ -138,7 +151,7 @@ def compute_margins(
     if compile:
         from diffunlearn.sample import compile_module
 
-        model = compile_module(unet)
+        model = compile_module(unet, cuda_graphs=device.type == "cuda", inference=True)
     try:
         with torch.inference_mode():
             for j, (first, last) in enumerate(chunks):
@@ -154,8 +167,8 @@ def compute_margins(
                 example_of_input = torch.arange(first, last) // num_pairs - first_example
                 end_example = (last - 1) // num_pairs + 1
                 clean = x0[first_example:end_example].to(device=device, dtype=torch.float32)[example_of_input.to(device)]
-                losses[first:last] = _denoising_losses(model, clean, noise, timesteps, alphas_cumprod, dtype,
-                                                       rows=rows if compile else None, memory_format=memory_format)
+                losses[first:last] = _denoising_losses(model, clean, noise, timesteps, alphas_cumprod, dtype, forward_rows,
+                                                       pad=compile, memory_format=memory_format)
             values = losses.cpu().numpy()  # the only host sync
     finally:
         if pool is not None:
@@ -166,23 +179,29 @@ def compute_margins(
     return -values.reshape(n_examples, num_pairs).mean(axis=1)
 
 
-def _denoising_losses(unet, clean, noise, timesteps, alphas_cumprod, dtype, rows=None, memory_format=None):
+def _denoising_losses(unet, clean, noise, timesteps, alphas_cumprod, dtype, forward_rows, pad=False, memory_format=None):
     """Per input: mean over pixels of (eps - eps_theta(x_t, t))^2, float64, on the device.
 
-    ``rows``: pad the model's input to this many rows (a compiled model sees one shape).
+    The model sees slices of ``forward_rows`` inputs; ``pad``: the last slice is padded to that many rows
+    (a compiled model sees one shape).
     """
     import torch
 
     alpha_bar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
-    n = noisy.shape[0]
-    if rows is not None and rows > n:
-        noisy = torch.cat([noisy, noisy.new_zeros((rows - n, *noisy.shape[1:]))])
-        timesteps = torch.cat([timesteps, timesteps.new_zeros(rows - n)])
     if memory_format is not None:
         noisy = noisy.contiguous(memory_format=memory_format)
-    predicted = unet(noisy.to(dtype), timesteps).sample[:n]
-    error = noise - predicted.float()
+    noisy = noisy.to(dtype)
+    predicted = []
+    for start in range(0, noisy.shape[0], forward_rows):
+        x, t = noisy[start : start + forward_rows], timesteps[start : start + forward_rows]
+        n = x.shape[0]
+        if pad and n < forward_rows:
+            x = torch.cat([x, x.new_zeros((forward_rows - n, *x.shape[1:]))])
+            t = torch.cat([t, t.new_zeros(forward_rows - n)])
+        predicted.append(unet(x, t).sample[:n].float())
+    predicted = predicted[0] if len(predicted) == 1 else torch.cat(predicted)
+    error = noise - predicted
     return error.pow(2).flatten(1).mean(dim=1, dtype=torch.float64)
 
 

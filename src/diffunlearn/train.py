@@ -167,6 +167,10 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
         mixed_precision=cfg["mixed_precision"], cpu=str(run.device) == "cpu", gradient_accumulation_steps=1,
     )
     device = accelerator.device
+    if device.type == "cpu":
+        from diffunlearn.sample import tune_cpu_allocator
+
+        tune_cpu_allocator()  # reuse freed activation memory instead of page-faulting it in every step
 
     sample_size, channels = next(iter(run.sources.values())).shape[1], next(iter(run.sources.values())).shape[3]
     make = run.build_model or (lambda seed: build_unet(run.model_cfg, sample_size, channels, seed=seed))
