@@ -110,8 +110,6 @@ def weights_home(tmp_path_factory):
 
 
 def test_cli_is_on_samples_npz_equals_api(weights_home, capsys):
-    import json
-
     from diffunlearn.cli import main
     from diffunlearn.metrics.inception import load_inception
 
@@ -126,6 +124,30 @@ def test_cli_is_on_samples_npz_equals_api(weights_home, capsys):
     assert float(lines["inception_score_mean"]) == pytest.approx(mean, rel=1e-4)
     assert float(lines["inception_score_std"]) == pytest.approx(std, rel=1e-3, abs=1e-6)
     assert mean > 1.0 + 1e-6
-    assert main(["is", str(path), "--splits", "2", "--json"]) == 0
+
+
+def test_is_cli_json_record(monkeypatch, capsys, tmp_path):
+    """The --json record names the count, splits and the extractor's weights (extractor stubbed)."""
+    import json
+
+    from diffunlearn.cli import main
+    from diffunlearn.metrics import inception
+
+    class Stub:
+        name, weights_path, weights_sha256 = "inception-v3-fid", "w.pth", "ab" * 32
+
+        def iter_features_and_logits(self, images, batch_size):
+            for batch in images:
+                n = len(batch)
+                yield np.zeros((n, 4)), np.arange(n * 3, dtype=float).reshape(n, 3) % 5
+
+        def describe(self):
+            return {"feature_extractor": self.name, "weights_sha256": self.weights_sha256}
+
+    monkeypatch.setattr(inception, "load_inception", lambda weights=None, device=None: Stub())
+    np.savez(tmp_path / "s.npz", images=np.zeros((12, 4, 4, 3), np.uint8))
+    assert main(["is", str(tmp_path / "s.npz"), "--splits", "3", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["num_samples"] == 20 and len(record["weights_sha256"]) == 64
+    logits = np.arange(36, dtype=float).reshape(12, 3) % 5
+    assert record["inception_score_mean"] == pytest.approx(inception_score(logits, 3)[0])
+    assert record["num_samples"] == 12 and record["splits"] == 3 and record["weights_sha256"] == "ab" * 32
