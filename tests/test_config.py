@@ -76,3 +76,11 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, key, value, expec
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_readme_lists_every_config_key():
+    from diffunlearn.config import config_reference
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [key for key, *_ in config_reference() if f"`{key}`" not in readme]
+    assert not missing, f"README config reference is stale (python -m diffunlearn config-doc): {missing}"
