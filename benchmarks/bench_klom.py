@@ -84,24 +84,29 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"input: {args.models} unlearned + {args.models} oracle models x {args.examples} examples, float64")
 
-    vectorised = klom_per_example(unlearned, oracle)
+    numpy_only = klom_per_example(unlearned, oracle, backend="numpy")
+    vectorised = klom_per_example(unlearned, oracle)  # "auto": the compiled kernel (compiled or loaded here)
     looped = per_example_loop(unlearned[:, subset], oracle[:, subset])
     difference = float(np.max(np.abs(vectorised[subset] - looped)))
     print(f"max |vectorised - loop| on the loop's {looped.size} examples: {difference:.2e}")
+    print(f"max |numba - numpy backend| on all examples: {float(np.max(np.abs(vectorised - numpy_only))):.2e}")
 
     vectorised_wall, vectorised_cpu = best_times(lambda: klom_per_example(unlearned, oracle), args.repeats)
+    numpy_wall, numpy_cpu = best_times(lambda: klom_per_example(unlearned, oracle, backend="numpy"), args.repeats)
     loop_repeats = max(1, args.repeats // 2)
     loop_subset_wall, loop_subset_cpu = best_times(
         lambda: per_example_loop(unlearned[:, subset], oracle[:, subset]), loop_repeats
     )
     scale = args.examples / looped.size
     loop_wall, loop_cpu = loop_subset_wall * scale, loop_subset_cpu * scale
-    print(f"klom_per_example (vectorised): {vectorised_wall:.3f} s wall, {vectorised_cpu:.3f} s CPU (best of {args.repeats})")
+    print(f"klom_per_example (numba kernel): {vectorised_wall:.3f} s wall, {vectorised_cpu:.3f} s CPU (best of {args.repeats})")
+    print(f"klom_per_example (numpy backend): {numpy_wall:.3f} s wall, {numpy_cpu:.3f} s CPU (best of {args.repeats})")
     print(
         f"per-example loop: {loop_wall:.2f} s wall, {loop_cpu:.2f} s CPU (best of {loop_repeats}; timed on "
         f"{looped.size} examples, {loop_subset_wall:.3f} s wall, extrapolated linearly to {args.examples})"
     )
-    print(f"speed-up: {loop_wall / vectorised_wall:.1f}x wall, {loop_cpu / vectorised_cpu:.1f}x CPU")
+    print(f"speed-up: {loop_wall / vectorised_wall:.1f}x wall, {loop_cpu / vectorised_cpu:.1f}x CPU "
+          f"(numpy backend: {loop_wall / numpy_wall:.1f}x wall)")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -66,11 +66,15 @@ def tricky_margins(rng, n_unlearned=37, n_oracle=23):
     return np.stack(columns_u, axis=1), np.stack(columns_o, axis=1)
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["numba", "numpy"])
+
+
 @pytest.mark.parametrize("examples_per_chunk", [1, 7, 64, 1024])
-def test_klom_per_example_matches_per_example_histograms(examples_per_chunk):
+@BACKENDS
+def test_klom_per_example_matches_per_example_histograms(examples_per_chunk, backend):
     rng = np.random.default_rng(0)
     unlearned, oracle = tricky_margins(rng)
-    got = klom_per_example(unlearned, oracle, examples_per_chunk=examples_per_chunk)
+    got = klom_per_example(unlearned, oracle, examples_per_chunk=examples_per_chunk, backend=backend)
     expected = reference_loop(unlearned, oracle)
     assert got.dtype == np.float64
     assert got.shape == (unlearned.shape[1],)
@@ -78,62 +82,69 @@ def test_klom_per_example_matches_per_example_histograms(examples_per_chunk):
 
 
 @pytest.mark.parametrize("bins, eps, clip", [(1, 1e-5, 100.0), (7, 1e-3, 100.0), (20, 1e-5, 1.0), (50, 1e-8, 100.0)])
-def test_klom_per_example_other_settings(bins, eps, clip):
+@BACKENDS
+def test_klom_per_example_other_settings(bins, eps, clip, backend):
     rng = np.random.default_rng(1)
     unlearned, oracle = tricky_margins(rng, n_unlearned=12, n_oracle=40)
-    got = klom_per_example(unlearned, oracle, bins=bins, eps=eps, clip=clip)
+    got = klom_per_example(unlearned, oracle, bins=bins, eps=eps, clip=clip, backend=backend)
     expected = reference_loop(unlearned, oracle, bins=bins, eps=eps, clip=clip)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 
 
-def test_klom_per_example_large_random_input_and_float32():
+@BACKENDS
+def test_klom_per_example_large_random_input_and_float32(backend):
     rng = np.random.default_rng(2)
     unlearned = rng.normal(-0.05, 0.01, size=(50, 3000))
     oracle = rng.normal(-0.05, 0.012, size=(40, 3000))
-    np.testing.assert_allclose(klom_per_example(unlearned, oracle), reference_loop(unlearned, oracle), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(klom_per_example(unlearned, oracle, backend=backend), reference_loop(unlearned, oracle), rtol=0, atol=1e-9)
     unlearned32, oracle32 = unlearned.astype(np.float32), oracle.astype(np.float32)
-    got = klom_per_example(unlearned32, oracle32)
+    got = klom_per_example(unlearned32, oracle32, backend=backend)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, reference_loop(unlearned32.astype(np.float64), oracle32.astype(np.float64)), atol=1e-9)
 
 
-def test_klom_hand_computed_values():
+@BACKENDS
+def test_klom_hand_computed_values(backend):
     # Range [0, 1]: 0 falls in the first bin, 1 (the maximum) in the last one.
     unlearned = np.array([[0.0], [0.0], [1.0], [1.0]])
     oracle = np.array([[0.0], [0.0], [0.0], [1.0]])
-    assert klom_per_example(unlearned, oracle)[0] == pytest.approx(0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25), abs=1e-12)
+    assert klom_per_example(unlearned, oracle, backend=backend)[0] == pytest.approx(0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25), abs=1e-12)
     # The oracle never reaches the last bin: q is floored at eps there, then renormalised.
     unlearned = np.array([[0.0], [1.0]])
     oracle = np.array([[0.0], [0.0]])
     eps = 1e-5
     z = 1 + eps
     expected = 0.5 * math.log(0.5 / (1 / z)) + 0.5 * math.log(0.5 / (eps / z))
-    assert klom_per_example(unlearned, oracle, eps=eps)[0] == pytest.approx(expected, abs=1e-12)
+    assert klom_per_example(unlearned, oracle, eps=eps, backend=backend)[0] == pytest.approx(expected, abs=1e-12)
 
 
-def test_klom_of_identical_distributions_is_zero():
+@BACKENDS
+def test_klom_of_identical_distributions_is_zero(backend):
     rng = np.random.default_rng(3)
     margins = np.round(rng.normal(size=(30, 500)), 2)
-    np.testing.assert_allclose(klom_per_example(margins, margins), 0.0, atol=1e-12)
+    np.testing.assert_allclose(klom_per_example(margins, margins, backend=backend), 0.0, atol=1e-12)
     shuffled_rows = margins[rng.permutation(30)]
-    np.testing.assert_allclose(klom_per_example(margins, shuffled_rows), 0.0, atol=1e-12)
-    assert np.all(klom_per_example(margins, margins + 1.0) > 0.1)
+    np.testing.assert_allclose(klom_per_example(margins, shuffled_rows, backend=backend), 0.0, atol=1e-12)
+    assert np.all(klom_per_example(margins, margins + 1.0, backend=backend) > 0.1)
 
 
-def test_klom_per_example_rejects_bad_input():
+@BACKENDS
+def test_klom_per_example_rejects_bad_input(backend):
     margins = np.zeros((3, 5))
     with pytest.raises(ValueError, match="same examples"):
-        klom_per_example(margins, np.zeros((3, 6)))
+        klom_per_example(margins, np.zeros((3, 6)), backend=backend)
     with pytest.raises(ValueError, match="2-D"):
-        klom_per_example(np.zeros(5), margins)
+        klom_per_example(np.zeros(5), margins, backend=backend)
     with pytest.raises(ValueError, match="no models"):
-        klom_per_example(np.zeros((0, 5)), margins)
+        klom_per_example(np.zeros((0, 5)), margins, backend=backend)
     with_nan = margins.copy()
     with_nan[1, 3] = np.nan
     with pytest.raises(ValueError, match="NaN.*example 3"):
-        klom_per_example(margins, with_nan)
+        klom_per_example(margins, with_nan, backend=backend)
     with pytest.raises(ValueError, match="bins"):
-        klom_per_example(margins, margins, bins=0)
+        klom_per_example(margins, margins, bins=0, backend=backend)
+    with pytest.raises(ValueError, match="backend"):
+        klom_per_example(margins, margins, backend="cuda")
 
 
 def test_summarize_klom_matches_numpy_percentiles():
@@ -260,13 +271,14 @@ def test_cli_errors_name_the_bad_input(margin_files, capsys):
     assert "not_an_array.npy" in capsys.readouterr().err
 
 
-def test_threaded_ranges_equal_the_serial_result_and_name_the_global_example():
+@BACKENDS
+def test_threaded_ranges_equal_the_serial_result_and_name_the_global_example(backend):
     rng = np.random.default_rng(7)
     unlearned = rng.normal(size=(9, 5003)).round(1)  # ties
     oracle = rng.normal(size=(6, 5003)) * 3
-    serial = klom_per_example(unlearned, oracle, threads=1)
-    threaded = klom_per_example(unlearned, oracle, threads=3)
+    serial = klom_per_example(unlearned, oracle, threads=1, backend=backend)
+    threaded = klom_per_example(unlearned, oracle, threads=3, backend=backend)
     assert np.array_equal(serial, threaded)
     unlearned[0, 4000] = np.nan
     with pytest.raises(ValueError, match="example 4000"):
-        klom_per_example(unlearned, oracle, threads=3)
+        klom_per_example(unlearned, oracle, threads=3, backend=backend)

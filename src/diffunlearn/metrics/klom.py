@@ -42,27 +42,31 @@ def klom_per_example(
     *,
     examples_per_chunk: int = DEFAULT_EXAMPLES_PER_CHUNK,
     threads: int | None = None,
+    backend: str = "auto",
 ) -> np.ndarray:
     """KLOM of every example: ``unlearned`` [N_u, P] and ``oracle`` [N_o, P] -> float64 [P].
 
     Rows are models, columns are examples; N_u and N_o may differ. Memory stays bounded by
     ``examples_per_chunk`` columns at a time, so the inputs may be memory-mapped. Contiguous ranges
-    of examples go to ``threads`` threads (default: one per CPU; numpy releases the GIL).
+    of examples go to ``threads`` threads (default: one per CPU; both backends release the GIL).
+    ``backend``: "numba" (a compiled kernel, :mod:`diffunlearn.metrics.klom_kernel`), "numpy"
+    (vectorised numpy), or "auto" (numba when it can be imported). Both give the same values.
     """
     unlearned = np.asanyarray(unlearned)
     oracle = np.asanyarray(oracle)
     _check_inputs(unlearned, oracle, bins, eps, clip, examples_per_chunk)
+    serial = _serial_function(backend)
     n_examples = unlearned.shape[1]
     n_threads = threads or min(os.cpu_count() or 1, max(1, n_examples // _MIN_EXAMPLES_PER_THREAD))
     if n_threads <= 1:
-        return _klom_serial(unlearned, oracle, bins, eps, clip, examples_per_chunk)
+        return serial(unlearned, oracle, bins, eps, clip, examples_per_chunk)
     bounds = np.linspace(0, n_examples, n_threads + 1).astype(int)
     result = np.empty(n_examples, dtype=np.float64)
 
     def work(i):
         a, b = bounds[i], bounds[i + 1]
         try:
-            result[a:b] = _klom_serial(unlearned[:, a:b], oracle[:, a:b], bins, eps, clip, examples_per_chunk)
+            result[a:b] = serial(unlearned[:, a:b], oracle[:, a:b], bins, eps, clip, examples_per_chunk)
         except ValueError as exc:  # name the example in the whole array, not in the thread's range
             raise ValueError(_shift_example_index(str(exc), a)) from None
 
@@ -79,6 +83,48 @@ def _shift_example_index(message: str, offset: int) -> str:
     import re
 
     return re.sub(r"example (\d+)", lambda m: f"example {int(m.group(1)) + offset}", message)
+
+
+def _serial_function(backend: str):
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+    if backend == "numpy":
+        return _klom_serial
+    try:
+        from diffunlearn.metrics import klom_kernel  # noqa: F401
+    except ImportError:
+        if backend == "numba":
+            raise ImportError("klom_per_example(backend='numba') needs numba: pip install numba") from None
+        return _klom_serial
+    return _klom_serial_compiled
+
+
+def _klom_serial_compiled(unlearned, oracle, bins, eps, clip, examples_per_chunk) -> np.ndarray:
+    from diffunlearn.metrics.klom_kernel import klom_columns
+
+    n_unlearned, n_oracle = unlearned.shape[0], oracle.shape[0]
+    p_log_p, log_floored_q, added_by_floor = _kl_tables(n_unlearned, n_oracle, eps)
+    n_examples = unlearned.shape[1]
+    result = np.empty(n_examples, dtype=np.float64)
+    # float64 inputs are read in place (any strides); others are converted a chunk at a time.
+    step = n_examples if unlearned.dtype == oracle.dtype == np.float64 else examples_per_chunk
+    for first in range(0, n_examples, max(step, 1)):
+        last = min(first + step, n_examples)
+        u = np.asarray(unlearned[:, first:last], dtype=np.float64)
+        o = np.asarray(oracle[:, first:last], dtype=np.float64)
+        bad = klom_columns(u, o, int(bins), float(clip), p_log_p, log_floored_q, added_by_floor, result[first:last])
+        if bad >= 0:
+            raise ValueError(f"margins contain NaN (first at example {first + bad})")
+    return result
+
+
+def _kl_tables(n_unlearned: int, n_oracle: int, eps: float):
+    """Lookup tables by bin count: p log p (unlearned), log max(q, eps) and the floor's addition to sum q."""
+    p_values = np.arange(n_unlearned + 1) / n_unlearned
+    p_log_p = np.zeros(n_unlearned + 1)
+    p_log_p[1:] = p_values[1:] * np.log(p_values[1:])
+    q_values = np.arange(n_oracle + 1) / n_oracle
+    return p_log_p, np.log(np.maximum(q_values, eps)), np.maximum(eps - q_values, 0.0)
 
 
 def _klom_serial(unlearned, oracle, bins, eps, clip, examples_per_chunk) -> np.ndarray:
@@ -311,12 +357,7 @@ def _binned_kl(unlearned_counts, oracle_counts, n_unlearned: int, n_oracle: int,
     integers up to n, so p log p, log q' and the floor's addition to Z come from lookup tables
     instead of a logarithm per (example, bin).
     """
-    p_values = np.arange(n_unlearned + 1) / n_unlearned
-    p_log_p = np.zeros(n_unlearned + 1)
-    p_log_p[1:] = p_values[1:] * np.log(p_values[1:])
-    q_values = np.arange(n_oracle + 1) / n_oracle
-    log_floored_q = np.log(np.maximum(q_values, eps))
-    added_by_floor = np.maximum(eps - q_values, 0.0)
+    p_log_p, log_floored_q, added_by_floor = _kl_tables(n_unlearned, n_oracle, eps)
 
     # Row sums as a matrix-vector product: numpy's sum over a short axis is several times slower.
     ones = np.ones(unlearned_counts.shape[1])
