@@ -60,17 +60,49 @@ def load_torchvision_source(source: str, root: str | None, download: bool) -> tu
 
 
 def list_image_files(root: str) -> list[Path]:
-    files = sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    return files
+    """Image files under ``root`` at any depth, by extension (any case), sorted; hidden files and folders
+    (names starting with '.', e.g. macOS ``._x.jpg`` resource forks) are left out."""
+    root = Path(root)
+    files = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).parts
+        if any(part.startswith(".") for part in rel):
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+            files.append(p)
+    return sorted(files)
+
+
+def _to_8bit(im):
+    """16-bit / 32-bit integer and float grayscale (PIL modes I;16*, I, F) scaled to 8 bits by their type's range."""
+    from PIL import Image
+
+    arr = np.asarray(im)
+    if im.mode == "F":
+        lo, hi = (0.0, 1.0) if arr.size and arr.min() >= 0 and arr.max() <= 1 else (float(arr.min()), float(arr.max()))
+    else:
+        lo, hi = 0.0, 65535.0 if (im.mode.startswith("I;16") or (arr.size and arr.max() > 255)) else 255.0
+    scaled = (arr.astype(np.float64) - lo) * (255.0 / max(hi - lo, 1e-12))
+    return Image.fromarray(np.round(scaled).clip(0, 255).astype(np.uint8), mode="L")
 
 
 def load_image(path: Path, size: int, channels: int):
-    """Open, convert, resize the short side to ``size`` and centre-crop to size x size."""
-    from PIL import Image
+    """Open, convert, resize the short side to ``size`` and centre-crop to size x size.
+
+    Any PIL mode: EXIF orientation applied; transparency (RGBA, LA, palette with transparency) composited
+    onto white; 16-bit and float grayscale scaled to 8 bits; CMYK / YCbCr / palette converted; the first
+    frame of an animation.
+    """
+    from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         im.load()
-        if im.mode in ("RGBA", "LA", "P") and channels == 3:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+            im = _to_8bit(im)
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
             im = im.convert("RGBA")
             bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(bg, im)
@@ -85,38 +117,65 @@ def load_image(path: Path, size: int, channels: int):
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def _read_labels_csv(labels_csv: str, root: str, files: list[Path]) -> list[str]:
+    if not os.path.exists(labels_csv):
+        raise DataError(f"data.labels_csv {labels_csv!r} not found")
+    with open(labels_csv, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"path", "label"} <= {f.strip() for f in reader.fieldnames}:
+            raise DataError(f"data.labels_csv {labels_csv!r}: expected the columns path,label, found {reader.fieldnames}")
+        table = {os.path.normpath(r["path"].strip()): r["label"].strip()
+                 for r in ({k.strip(): v for k, v in row.items()} for row in reader)}
+    names, missing = [], []
+    for f in files:
+        rel = os.path.normpath(str(f.relative_to(root)))
+        if rel not in table:
+            missing.append(rel)
+        names.append(table.get(rel, ""))
+    if missing:
+        raise DataError(f"data.labels_csv {labels_csv!r} has no label for {len(missing)} of the {len(files)} images "
+                        f"under {root!r} (first: {missing[0]})")
+    return names
+
+
 def load_imagefolder_source(
     root: str, size: int, channels: int | None, labels_csv: str | None = None, skip_unreadable: bool = False, log=print
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every image under ``root`` (recursive). Labels: labels_csv (path,label) or the first sub-folder."""
+    """Every image under ``root`` (recursive). Labels: labels_csv (path,label) or the first sub-folder.
+
+    An unreadable file (corrupt, truncated, not an image) is an error that names it, unless
+    ``skip_unreadable``: then it is left out and named in the log.
+    """
     _check_root(root, "imagefolder")
     files = list_image_files(root)
     if not files:
         raise DataError(f"no images found under data.root {root!r} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     channels = channels or 3
     if labels_csv:
-        if not os.path.exists(labels_csv):
-            raise DataError(f"data.labels_csv {labels_csv!r} not found")
-        with open(labels_csv, newline="") as fh:
-            table = {os.path.normpath(r["path"]): r["label"] for r in csv.DictReader(fh)}
-        names = [table.get(os.path.normpath(str(f.relative_to(root))), "") for f in files]
+        names = _read_labels_csv(labels_csv, root, files)
     else:
         names = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else "" for f in files]
-    images, kept_names = [], []
+    images = np.empty((len(files), size, size, channels), dtype=np.uint8)  # filled in place: no second copy
+    kept_names, skipped = [], []
     for f, name in zip(files, names):
         try:
-            images.append(load_image(f, size, channels))
+            images[len(kept_names)] = load_image(f, size, channels)
         except Exception as exc:  # PIL raises many types for a bad file
             if not skip_unreadable:
-                raise DataError(f"unreadable image {f}: {exc} (set data.skip_unreadable: true to skip it)") from exc
-            log(f"skipping unreadable image {f}: {exc}")
+                raise DataError(f"unreadable image {f}: {type(exc).__name__}: {exc} "
+                                f"(set data.skip_unreadable: true to skip it)") from exc
+            log(f"skipping unreadable image {f}: {type(exc).__name__}: {exc}")
+            skipped.append(f)
             continue
         kept_names.append(name)
-    if not images:
+    if skipped:
+        log(f"skipped {len(skipped)} unreadable of {len(files)} images")
+    if not kept_names:
         raise DataError(f"no readable images under data.root {root!r}")
     classes = sorted(set(kept_names))
-    labels = np.array([classes.index(n) for n in kept_names], dtype=np.int64)
-    return np.stack(images), labels, classes
+    position = {c: i for i, c in enumerate(classes)}
+    labels = np.array([position[n] for n in kept_names], dtype=np.int64)
+    return images[: len(kept_names)], labels, classes
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
@@ -210,11 +269,25 @@ def load_dataset(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def to_model_space(images_uint8: np.ndarray):
-    """uint8 NHWC -> float32 NCHW tensor in [-1, 1], the DDPM convention."""
+    """uint8 NHWC -> float32 NCHW tensor in [-1, 1], the DDPM convention.
+
+    Float arrays are latents (``diffunlearn.latents``), already in model space: only transposed to NCHW.
+    """
     import torch
 
+    if images_uint8.dtype != np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(images_uint8, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
     x = torch.from_numpy(np.ascontiguousarray(images_uint8)).permute(0, 3, 1, 2).float()
     return x.div_(127.5).sub_(1.0)
+
+
+def load_model_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """What the diffusion models train on, as {"train": ..., "val": ...} (NHWC): the images of a
+    ``dataset.npz`` (uint8) or the latents of a ``latents/<dataset>.npz`` (float32); same order and split."""
+    with np.load(path, allow_pickle=False) as z:
+        if "train_latents" in z.files:
+            return {"train": z["train_latents"], "val": z["val_latents"]}
+        return {"train": z["train_images"], "val": z["val_images"]}
 
 
 def to_uint8(x) -> np.ndarray:

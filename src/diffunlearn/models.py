@@ -34,8 +34,11 @@ def build_unet(model_cfg: dict, sample_size: int, channels: int, seed: int | Non
     return UNet2DModel(**unet_config(model_cfg, sample_size, channels))
 
 
-def build_scheduler(diffusion_cfg: dict, kind: str = "ddpm"):
-    """The training / sampling scheduler (DDPM, epsilon prediction, no clipping of the variance)."""
+def build_scheduler(diffusion_cfg: dict, kind: str = "ddpm", clip_sample: bool = True):
+    """The training / sampling scheduler (DDPM, epsilon prediction, no clipping of the variance).
+
+    ``clip_sample``: clamp the predicted x0 to [-1, 1] while sampling (pixel space); latents are not bounded
+    so latent diffusion samples without it, as diffusers' LDMPipeline schedulers do."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
     kwargs = dict(
@@ -44,7 +47,7 @@ def build_scheduler(diffusion_cfg: dict, kind: str = "ddpm"):
         beta_start=diffusion_cfg["beta_start"],
         beta_end=diffusion_cfg["beta_end"],
         prediction_type="epsilon",
-        clip_sample=True,
+        clip_sample=clip_sample,
     )
     if kind == "ddim":
         return DDIMScheduler(**kwargs)

@@ -174,14 +174,16 @@ def compile_module(module, *, cuda_graphs: bool = False, inference: bool = False
 
 def sample_images(unet, scheduler, num_samples: int, *, num_inference_steps: int, seed: int = 0,
                   batch_size: int = 256, eta: float = 0.0, device=None, progress=None,
-                  compile: bool = False, cuda_graphs: bool = False, channels_last: bool = False) -> np.ndarray:
+                  compile: bool = False, cuda_graphs: bool = False, channels_last: bool = False,
+                  decode=None) -> np.ndarray:
     """Run the reverse chain; return uint8 NHWC samples.
 
     Sample i starts from noise that depends only on (seed, i); the ancestral noise of every step is drawn
     from one generator per batch, seeded by (seed, batch). ``compile``: ``torch.compile`` the UNet (the
     last batch is padded to ``batch_size`` so that one graph serves all; ``cuda_graphs`` picks the
     "reduce-overhead" mode, i.e. CUDA graphs). ``channels_last``: NHWC activations and weights. None of
-    them changes the result beyond float tolerance.
+    them changes the result beyond float tolerance. ``decode``: maps each finished batch (model space, NCHW)
+    to pixels in [-1, 1] before the uint8 conversion (latent diffusion: ``diffunlearn.latents.make_decoder``).
     """
     import torch
 
@@ -233,7 +235,7 @@ def sample_images(unet, scheduler, num_samples: int, *, num_inference_steps: int
                             x = scheduler.step(eps, t, x, eta=eta, generator=g).prev_sample
                         else:
                             x = scheduler.step(eps, t, x, generator=g).prev_sample
-                out.append(to_uint8(x))
+                out.append(to_uint8(decode(x) if decode is not None else x))  # latent diffusion: decoded to pixels
                 if progress:
                     progress(start + n)
     finally:

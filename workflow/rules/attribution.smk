@@ -20,7 +20,7 @@ rule draw_subsets:
 
 rule init_model:
     input:
-        data=rules.prepare_data.output.data,
+        data=MODEL_DATA,
     output:
         directory(f"{R}/models/init.s{{seed}}/checkpoint-0"),
     params:
@@ -41,7 +41,7 @@ rule init_model:
 
 rule train_subset:
     input:
-        data=rules.prepare_data.output.data,
+        data=MODEL_DATA,
         subsets=rules.draw_subsets.output[0],
         **({"source": final_checkpoint(f"pruned.s{ATTR['train_seed']}")} if "sparsified" in ATTR["methods"] else {}),
     output:

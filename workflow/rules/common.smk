@@ -25,6 +25,11 @@ METHODS = UNLEARN["methods"]
 UNLEARN_FORGET = UNLEARN["forget_sets"] if UNLEARN["forget_sets"] is not None else list(FORGET)
 FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "sparsified")
 ATTR = config["attribution"]
+# Latent diffusion (latents.smk): the models train on VQ-VAE latents of the prepared images, and sampling
+# decodes with the VQ-VAE copy written beside them. MODEL_DATA is what training, unlearning and margins read.
+LATENTS = config["latents"]
+MODEL_DATA = f"{R}/latents/dataset.npz" if LATENTS["enabled"] else f"{R}/data/dataset.npz"
+LATENT_DECODER = {"vqvae": f"{R}/latents/dataset.vqvae"} if LATENTS["enabled"] else {}
 
 
 def rule_resources(family):

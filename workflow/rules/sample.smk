@@ -1,6 +1,7 @@
 rule sample:
     input:
         checkpoint=f"{R}/models/{{model}}/checkpoint-{{step}}",
+        **LATENT_DECODER,
     output:
         samples=f"{R}/samples/{{model}}/step{{step}}/samples.npz",
         grid=f"{R}/samples/{{model}}/step{{step}}/grid.png",
@@ -8,6 +9,7 @@ rule sample:
         sampling={k: v for k, v in config["sampling"].items() if k != "threads"},
         diffusion=config["diffusion"],
         device=config["device"],
+        **({"latents": {k: LATENTS[k] for k in ("scaling_factor", "decode_batch_size")}} if LATENTS["enabled"] else {}),
     log:
         f"{R}/logs/sample/{{model}}.step{{step}}.log",
     benchmark:

@@ -1,6 +1,6 @@
 rule train_original:
     input:
-        data=rules.prepare_data.output.data,
+        data=MODEL_DATA,
     output:
         *[directory(f"{R}/models/original.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
         cost=f"{R}/models/original.s{{seed}}/cost.json",
@@ -24,7 +24,7 @@ rule train_original:
 
 rule train_oracle:
     input:
-        data=rules.prepare_data.output.data,
+        data=MODEL_DATA,
         forget=f"{R}/forget_sets/{{forget}}.json",
     output:
         *[directory(f"{R}/models/oracle.{{forget}}.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],

@@ -1,6 +1,6 @@
 rule unlearn:
     input:
-        data=rules.prepare_data.output.data,
+        data=MODEL_DATA,
         forget=f"{R}/forget_sets/{{forget}}.json",
         source=unlearn_source,
     output:
@@ -28,7 +28,7 @@ rule unlearn:
 
 rule prune_fine_tune:
     input:
-        data=rules.prepare_data.output.data,
+        data=MODEL_DATA,
         source=lambda wc: final_checkpoint(f"original.s{wc.seed}"),
     output:
         checkpoint=directory(f"{R}/models/pruned.s{{seed}}/checkpoint-{{step}}"),
@@ -55,7 +55,7 @@ rule prune_fine_tune:
 
 rule margins:
     input:
-        data=rules.prepare_data.output.data,
+        data=MODEL_DATA,
         checkpoint=lambda wc: final_checkpoint(wc.model),
     output:
         f"{R}/margins/{{model}}.npy",

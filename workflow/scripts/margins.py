@@ -2,7 +2,7 @@
 import numpy as np
 
 from diffunlearn.checkpoint import load_ema_unet
-from diffunlearn.data import load_dataset, to_model_space
+from diffunlearn.data import load_model_inputs, to_model_space
 from diffunlearn.margins import compute_margins
 from diffunlearn.models import build_scheduler
 from diffunlearn.snakemake_io import JobLog, job_device
@@ -10,8 +10,8 @@ from diffunlearn.snakemake_io import JobLog, job_device
 log = JobLog(snakemake)
 cfg = snakemake.params.margins
 device = job_device(snakemake.params.device)
-d = load_dataset(snakemake.input.data)
-images = np.concatenate([d["train_images"], d["val_images"]])  # train split first, then validation
+d = load_model_inputs(snakemake.input.data)  # images, or their latents
+images = np.concatenate([d["train"], d["val"]])  # train split first, then validation
 unet = load_ema_unet(snakemake.input.checkpoint).to(device)
 alphas_cumprod = build_scheduler(snakemake.params.diffusion).alphas_cumprod
 values = compute_margins(unet, to_model_space(images), np.arange(len(images)), alphas_cumprod,

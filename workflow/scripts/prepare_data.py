@@ -11,5 +11,7 @@ write_json_atomic(snakemake.output.info, {
     "num_validation": int(len(arrays["val_images"])),
     "image_shape": list(arrays["train_images"].shape[1:]),
     "num_classes": int(arrays["train_labels"].max()) + 1,
+    # imagefolder: label i is class_names[i] (sub-folder or labels_csv value; forget sets of kind class use i)
+    "class_names": [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None,
     "config": snakemake.params.data,
 })

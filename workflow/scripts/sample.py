@@ -12,7 +12,17 @@ log = JobLog(snakemake)
 cfg = snakemake.params.sampling
 device = job_device(snakemake.params.device)
 unet = load_ema_unet(snakemake.input.checkpoint).to(device)
-scheduler = build_scheduler(snakemake.params.diffusion, kind=cfg["scheduler"])
+decode = None
+if "vqvae" in snakemake.input.keys():  # latent diffusion: sample latents, decode them with the VQ-VAE of the latents
+    from diffunlearn.latents import load_vqvae_copy, make_decoder
+
+    lat = snakemake.params.latents
+    vqvae = load_vqvae_copy(snakemake.input.vqvae).to(device).eval()
+    decode = make_decoder(vqvae, lat["scaling_factor"], batch_size=lat["decode_batch_size"])
+    log(f"latent diffusion: latents {unet.config.in_channels}x{unet.config.sample_size}x{unet.config.sample_size}, "
+        f"decoded by {snakemake.input.vqvae} (scaling factor {lat['scaling_factor']})")
+# clip the predicted x0 to [-1, 1] in pixel space only: latents are not bounded
+scheduler = build_scheduler(snakemake.params.diffusion, kind=cfg["scheduler"], clip_sample=decode is None)
 # Speed switches ("auto": on for CUDA); they do not change the samples beyond float tolerance.
 compile_unet = resolve_switch(cfg.get("compile", "auto"), device)
 fast = dict(compile=compile_unet, cuda_graphs=compile_unet and resolve_switch(cfg.get("cuda_graphs", "auto"), device),
@@ -21,7 +31,7 @@ log("fast path: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in fast.ite
 t0 = time.time()
 images = sample_images(unet, scheduler, cfg["num_samples"], num_inference_steps=cfg["num_inference_steps"],
                        seed=cfg["seed"], batch_size=cfg["batch_size"], eta=cfg["eta"], device=device,
-                       progress=lambda n: log(f"{n}/{cfg['num_samples']} samples"), **fast)
+                       progress=lambda n: log(f"{n}/{cfg['num_samples']} samples"), decode=decode, **fast)
 seconds = time.time() - t0
 log(f"sampled {len(images)} images in {seconds:.1f} s")
 save_npz_atomic(snakemake.output.samples, images=images, seconds=seconds)

@@ -1,13 +1,13 @@
 """train_original / train_oracle: one training run; resumes from its last complete checkpoint."""
 import os
 
-from diffunlearn.data import load_dataset, load_forget_set, retain_mask, write_json_atomic
+from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
 from diffunlearn.train import TrainRun, run_training
 
 log = JobLog(snakemake)
 p = snakemake.params
-train_images = load_dataset(snakemake.input.data)["train_images"]
+train_images = load_model_inputs(snakemake.input.data)["train"]  # images, or their latents
 if "forget" in snakemake.input.keys():
     forget = load_forget_set(snakemake.input.forget)
     train_images = train_images[retain_mask(len(train_images), forget)]

@@ -4,14 +4,14 @@ import os
 import numpy as np
 
 from diffunlearn.attribution.removal import units_to_examples
-from diffunlearn.data import load_dataset, write_json_atomic
+from diffunlearn.data import load_model_inputs, write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
 from diffunlearn.train import TrainRun, descend_on, run_training
 from diffunlearn.unlearn import keep_pruned_at_zero
 
 log = JobLog(snakemake)
 p, wc = snakemake.params, snakemake.wildcards
-images = load_dataset(snakemake.input.data)["train_images"]
+images = load_model_inputs(snakemake.input.data)["train"]  # images, or their latents
 with np.load(snakemake.input.subsets, allow_pickle=False) as z:
     kind, index = ("heldout", int(wc.subset[3:])) if wc.subset.startswith("lds") else ("masks", int(wc.subset[1:]))
     kept_units = z[kind][index]

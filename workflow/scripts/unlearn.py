@@ -1,7 +1,7 @@
 """unlearn / prune_fine_tune: fine-tune an original (or pruned) model with a method's objective; write its cost."""
 import os
 
-from diffunlearn.data import load_dataset, load_forget_set, retain_mask, write_json_atomic
+from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
 from diffunlearn.train import TrainRun, run_training
 from diffunlearn.unlearn import keep_pruned_at_zero, nonzero_fraction, objective, sources_of, structured_prune_
@@ -9,7 +9,7 @@ from diffunlearn.unlearn import keep_pruned_at_zero, nonzero_fraction, objective
 log = JobLog(snakemake)
 p = snakemake.params
 method, hp = p.method, p.hp
-train_images = load_dataset(snakemake.input.data)["train_images"]
+train_images = load_model_inputs(snakemake.input.data)["train"]  # images, or their latents
 if method == "prune_fine_tune":
     sources = {"train": train_images}
 else:
