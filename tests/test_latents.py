@@ -64,7 +64,7 @@ def test_vqvae_is_tiny_and_loads_from_a_local_folder(tmp_path):
 def test_missing_vqvae_is_a_one_line_error(tmp_path):
     from diffunlearn.latents import LatentError, load_vqvae
 
-    with pytest.raises(LatentError, match=r"CompVis/ldm-celebahq-256.*(cache|reached).*latents.vqvae") as err:
+    with pytest.raises(LatentError, match=r"CompVis/ldm-celebahq-256.*cache.*huggingface-cli download.*latents.vqvae") as err:
         load_vqvae("CompVis/ldm-celebahq-256", "vqvae", local_files_only=True)
     assert "\n" not in str(err.value)
     with pytest.raises(LatentError, match="not found"):
@@ -126,7 +126,7 @@ def test_model_inputs_are_images_or_latents(tmp_path):
 def latent_config(work, vq_folder, **overrides):
     cfg = tiny_config(work / "results", **{
         "forget_sets": [{"id": "dog", "kind": "class", "label": 1}],
-        "unlearning.methods": [], "unlearning.forget_sets": None,
+        "unlearning.methods": ["do_nothing"], "unlearning.forget_sets": None,  # margins + KLOM, no fine-tuning
         "train.steps": 4, "train.checkpoint_every": 4,
         "sampling.num_samples": 16, "sampling.batch_size": 16,
         "metrics.reference_size": 16,
@@ -198,9 +198,12 @@ def test_latent_path_end_to_end(latent_run):
 
     table = pd.read_csv(r / "report" / "evaluation_results.csv")
     assert set(table["model"]) == {"original.s0", "oracle.dog.s0"} and table["fid_classifier"].notna().all()
-    # margins are computed on the latents (train + validation examples)
-    if (r / "margins").exists():
-        assert len(np.load(next((r / "margins").glob("*.npy")))) >= n_train
+    # margins are computed on the latents, for train + validation examples; KLOM reads them
+    margins = np.load(r / "margins" / "original.s0.npy")
+    assert len(margins) == n_train + len(np.load(r / "latents" / "dataset.npz")["val_latents"])
+    assert np.isfinite(margins).all()
+    klom = json.loads((r / "klom" / "do_nothing.dog.json").read_text())
+    assert klom
 
 
 @pytest.mark.slow
@@ -217,12 +220,14 @@ def test_latent_replanning(latent_run, tmp_path):
     jobs = replan(lambda c: c["train"].update(lr=5e-4))
     assert jobs["train_original"] == 1 and jobs["train_oracle"] == 1
     assert not {"precompute_latents", "prepare_data", "train_classifier", "reference_stats"} & set(jobs)
+    # the encoder's and decoder's batch sizes change no result: nothing to do
+    assert replan(lambda c: c["latents"].update(batch_size=3, decode_batch_size=5)) == {}
     # another VQ-VAE (a different folder): the latents and everything downstream of them
     save_vqvae(tmp_path / "vq2", seed=1)
     jobs = replan(lambda c: c["latents"].update(vqvae=str(tmp_path / "vq2")))
     assert jobs["precompute_latents"] == 1
     assert jobs["train_original"] == 1 and jobs["train_oracle"] == 1
-    assert jobs["sample"] == 2 and jobs["evaluate"] == 2 and jobs["report"] == 1
+    assert jobs["sample"] == 2 and jobs["evaluate"] == 2 and jobs["margins"] == 2 and jobs["report"] == 1
     assert not {"prepare_data", "make_forget_sets", "train_classifier", "reference_stats"} & set(jobs)
 
 

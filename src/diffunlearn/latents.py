@@ -42,18 +42,22 @@ def load_vqvae(source: str, subfolder: str | None = "vqvae", local_files_only: b
             raise LatentError(f"latents.vqvae: cannot load a VQModel from {where!r}: {exc}") from None
     if source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise LatentError(f"latents.vqvae: local folder {source!r} not found (and it is not a hub id owner/name)")
-    if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    try:
-        return VQModel.from_pretrained(source, subfolder=subfolder or None, local_files_only=local_files_only)
-    except (OSError, ValueError) as exc:
-        what = f"{source!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LatentError(
-            f"latents.vqvae: cannot load the VQ-VAE {what}: not in the Hugging Face cache and the hub cannot be "
-            f"reached ({first}), and there is no local folder of that name; download it once where there is a network (huggingface-cli download {source}"
-            + (f" --include '{subfolder}/*'" if subfolder else "") + ") or set latents.vqvae to a local folder"
-        ) from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    # the hub cache first (no network round trip on cluster nodes), then the hub itself unless told not to
+    attempts = [True] if local_files_only or offline else ([False] if local_files_only is False else [True, False])
+    for only_local in attempts:
+        try:
+            return VQModel.from_pretrained(source, subfolder=subfolder or None, local_files_only=only_local)
+        except (OSError, ValueError) as exc:
+            error = exc
+    what = f"{source!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise LatentError(
+        f"latents.vqvae: cannot load the VQ-VAE {what} from the Hugging Face hub or its cache ({first}), and there "
+        f"is no local folder of that name; offline, download it once where there is a network (huggingface-cli "
+        f"download {source}" + (f" --include '{subfolder}/*'" if subfolder else "") + ") or set latents.vqvae to a "
+        f"local folder"
+    ) from None
 
 
 def weights_sha256(module) -> str:

@@ -1,6 +1,7 @@
 # Latent diffusion: the prepared images of a data set encoded once by a VQ-VAE (latents.enabled).
 # params carry only what changes the latents (the VQ-VAE and the factor), so a training setting never
 # re-plans this job, and a different VQ-VAE re-plans it and, through its outputs, everything downstream.
+# The encoder's batch size and threads are read from the config by the script: they do not change the latents.
 
 
 rule precompute_latents:
@@ -14,7 +15,6 @@ rule precompute_latents:
         dataset=r"[A-Za-z0-9_-]+",
     params:
         vqvae={k: LATENTS[k] for k in ("vqvae", "subfolder", "scaling_factor")},
-        batch_size=LATENTS["batch_size"],
         device=config["device"],
     log:
         f"{R}/logs/precompute_latents/{{dataset}}.log",

@@ -9,7 +9,7 @@ rule sample:
         sampling={k: v for k, v in config["sampling"].items() if k != "threads"},
         diffusion=config["diffusion"],
         device=config["device"],
-        **({"latents": {k: LATENTS[k] for k in ("scaling_factor", "decode_batch_size")}} if LATENTS["enabled"] else {}),
+        **({"scaling_factor": LATENTS["scaling_factor"]} if LATENTS["enabled"] else {}),
     log:
         f"{R}/logs/sample/{{model}}.step{{step}}.log",
     benchmark:

@@ -7,6 +7,7 @@ p = snakemake.params
 record = precompute(
     snakemake.input.data, snakemake.output.latents, snakemake.output.info, snakemake.output.vqvae,
     source=p.vqvae["vqvae"], subfolder=p.vqvae["subfolder"], scaling_factor=p.vqvae["scaling_factor"],
-    batch_size=p.batch_size, device=job_device(p.device), log=log,
+    batch_size=snakemake.config["latents"]["batch_size"],  # not a param: it does not change the latents
+    device=job_device(p.device), log=log,
 )
 log(f"done: latents {record['latent_shape']} of {record['num_train']} + {record['num_validation']} examples")

@@ -16,11 +16,12 @@ decode = None
 if "vqvae" in snakemake.input.keys():  # latent diffusion: sample latents, decode them with the VQ-VAE of the latents
     from diffunlearn.latents import load_vqvae_copy, make_decoder
 
-    lat = snakemake.params.latents
+    factor = snakemake.params.scaling_factor
     vqvae = load_vqvae_copy(snakemake.input.vqvae).to(device).eval()
-    decode = make_decoder(vqvae, lat["scaling_factor"], batch_size=lat["decode_batch_size"])
+    # the decoder's batch size is not a param: it does not change the samples
+    decode = make_decoder(vqvae, factor, batch_size=snakemake.config["latents"]["decode_batch_size"])
     log(f"latent diffusion: latents {unet.config.in_channels}x{unet.config.sample_size}x{unet.config.sample_size}, "
-        f"decoded by {snakemake.input.vqvae} (scaling factor {lat['scaling_factor']})")
+        f"decoded by {snakemake.input.vqvae} (scaling factor {factor})")
 # clip the predicted x0 to [-1, 1] in pixel space only: latents are not bounded
 scheduler = build_scheduler(snakemake.params.diffusion, kind=cfg["scheduler"], clip_sample=decode is None)
 # Speed switches ("auto": on for CUDA); they do not change the samples beyond float tolerance.
