@@ -32,13 +32,30 @@ MODEL_DATA = f"{R}/latents/dataset.npz" if LATENTS["enabled"] else f"{R}/data/da
 LATENT_DECODER = {"vqvae": f"{R}/latents/dataset.vqvae"} if LATENTS["enabled"] else {}
 
 
+def _scales_with_attempt():
+    """Whether mem_mb / runtime must grow with the attempt: only where a scheduler enforces them and retries
+    jobs, i.e. on SLURM, recognised by its account (profiles/slurm sets default-resources slurm_account; the
+    plugin needs it). Elsewhere (local runs, workstations, dry-runs) the values are static: Snakemake does
+    not kill a local job for its memory or time, and two per-job resource functions are about 8 % of the
+    planning work of a 40 000-job DAG (BENCHMARKS.md)."""
+    default = workflow.resource_settings.default_resources
+    try:
+        return default is not None and default.get("slurm_account") is not None
+    except (AttributeError, KeyError, TypeError):
+        return True  # an unknown form: keep the scaling rather than lose it
+
+
+SCALE_WITH_ATTEMPT = _scales_with_attempt()
+
+
 def rule_resources(family):
     """Resources of one family of rules (config resources.<family>), for Snakemake and the SLURM profile."""
     res = config["resources"][family]
-    # memory and time grow with the attempt, so a job retried after an OOM / timeout kill asks for more
+    # memory and time grow with the attempt on SLURM, so a job retried after an OOM / timeout kill asks for more
+    scaled = SCALE_WITH_ATTEMPT
     out = {
-        "mem_mb": lambda wc, attempt: res["mem_mb"] * attempt,
-        "runtime": lambda wc, attempt: res["runtime"] * attempt,
+        "mem_mb": (lambda wc, attempt: res["mem_mb"] * attempt) if scaled else res["mem_mb"],
+        "runtime": (lambda wc, attempt: res["runtime"] * attempt) if scaled else res["runtime"],
         "gpu": res["gpu"],
         "cpus_per_task": res["cpus_per_task"],
     }
@@ -229,3 +246,13 @@ def klom_inputs(wc):
 
 def classifier_input(wc):
     return {"classifier": f"{R}/classifier"} if wc.extractor == "classifier" else {}
+
+
+# evaluate / reference_stats read the classifier folder only for the classifier extractor. With one kind of
+# extractor in the config that input is static (their extractor wildcard is constrained to the configured
+# ones); only with both does it take the per-job function, which costs planning time on every job.
+EXTRACTOR_WILDCARD = "|".join(EXTRACTORS)
+if {"classifier", "inception"} <= set(EXTRACTORS):
+    EXTRACTOR_INPUT = ([unpack(classifier_input)], {})
+else:
+    EXTRACTOR_INPUT = ([], {"classifier": f"{R}/classifier"} if "classifier" in EXTRACTORS else {})

@@ -21,10 +21,13 @@ rule train_classifier:
 
 rule reference_stats:
     input:
-        unpack(classifier_input),
+        *EXTRACTOR_INPUT[0],
+        **EXTRACTOR_INPUT[1],
         data=rules.prepare_data.output.data,
     output:
         f"{R}/metrics/reference/{{extractor}}.npz",
+    wildcard_constraints:
+        extractor=EXTRACTOR_WILDCARD,
     params:
         metrics={k: config["metrics"][k] for k in ("reference_split", "reference_size", "inception_weights", "batch_size")},
         device=config["device"],
@@ -43,12 +46,15 @@ rule reference_stats:
 
 rule evaluate:
     input:
-        unpack(classifier_input),
+        *EXTRACTOR_INPUT[0],
+        **EXTRACTOR_INPUT[1],
         samples=f"{R}/samples/{{model}}/step{{step}}/samples.npz",
         reference=f"{R}/metrics/reference/{{extractor}}.npz",
         checkpoint=f"{R}/models/{{model}}/checkpoint-{{step}}",
     output:
         f"{R}/metrics/{{extractor}}/{{model}}/step{{step}}.json",
+    wildcard_constraints:
+        extractor=EXTRACTOR_WILDCARD,
     params:
         metrics={k: config["metrics"][k] for k in ("inception_weights", "batch_size", "is_splits", "pr_k")},
         device=config["device"],

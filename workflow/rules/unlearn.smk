@@ -7,7 +7,7 @@ rule unlearn:
         checkpoint=directory(f"{R}/models/unlearn.{{method}}.{{forget}}.s{{seed}}/checkpoint-{{step}}"),
         cost=f"{R}/models/unlearn.{{method}}.{{forget}}.s{{seed}}/cost.{{step}}.json",
     params:
-        method=lambda wc: wc.method,
+        method="{method}",  # the wildcard, as a string pattern (no per-job function)
         hp=lambda wc: UNLEARN[wc.method],
         train=training_params(),
         model=config["model"],
@@ -29,7 +29,7 @@ rule unlearn:
 rule prune_fine_tune:
     input:
         data=MODEL_DATA,
-        source=lambda wc: final_checkpoint(f"original.s{wc.seed}"),
+        source=final_checkpoint("original.s{seed}"),
     output:
         checkpoint=directory(f"{R}/models/pruned.s{{seed}}/checkpoint-{{step}}"),
         cost=f"{R}/models/pruned.s{{seed}}/cost.{{step}}.json",
