@@ -150,3 +150,44 @@ def test_joblog_takes_a_slot_only_for_gpu_jobs(tmp_path, gpu):
         assert out[0] in ("0", "1") and out[1] == out[0]
     else:
         assert out == ["None", "None"]
+
+
+def test_a_multi_gpu_job_takes_all_its_devices_at_once(tmp_path, monkeypatch):
+    """train.num_processes = 2 with a GPU: the job holds two distinct devices; others get the rest; all or nothing."""
+    from diffunlearn import gpu_slots
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    lock_dir = tmp_path / "locks"
+    one = _start(_env(lock_dir, 3))
+    try:
+        single = _slot(one)
+        slots = gpu_slots.acquire_gpu_slots(2, num_devices=3, lock_dir=str(lock_dir), timeout=5, poll=0.02)
+        try:
+            assert len(set(slots)) == 2 and single not in slots
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == ",".join(str(s) for s in slots)
+            late = _start(_env(lock_dir, 3), timeout="0.3")  # every device is taken now
+            assert late.stdout.readline().strip() == "timeout"
+            late.wait()
+        finally:
+            gpu_slots.release_gpu_slot()
+        assert gpu_slots.held_gpu_slot() is None
+        # Two wanted, only two free of three while `one` holds its device: none is kept when it times out.
+        _stop([one])
+        blocker = _start(_env(lock_dir, 3))
+        blocked = _slot(blocker)
+        try:
+            with pytest.raises(ValueError):
+                gpu_slots.acquire_gpu_slots(4, num_devices=3, lock_dir=str(lock_dir))
+            other = _start(_env(lock_dir, 2 + 1))
+            taken = _slot(other)
+            try:
+                with pytest.raises(TimeoutError):
+                    gpu_slots.acquire_gpu_slots(2, num_devices=3, lock_dir=str(lock_dir), timeout=0.2, poll=0.02)
+                assert gpu_slots.held_gpu_slot() is None
+            finally:
+                _stop([other])
+            assert taken != blocked
+        finally:
+            _stop([blocker])
+    finally:
+        _stop([one])

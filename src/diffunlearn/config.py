@@ -96,6 +96,10 @@ def validation_count(n: int, fraction: float) -> int:
 
 
 def check_semantics(config: dict) -> None:
+    train = config.get("train") or {}
+    if train.get("batch_size", 1) % train.get("num_processes", 1):
+        raise ConfigError(f"config error at train.num_processes: train.batch_size {train['batch_size']} is not "
+                          f"divisible by {train['num_processes']} processes")
     seen = set()
     n_train = num_train_examples(config)
     for i, fs in enumerate(config["forget_sets"]):

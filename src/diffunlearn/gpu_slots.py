@@ -107,9 +107,73 @@ def acquire_gpu_slot(num_devices: int | None = None, lock_dir: str | None = None
         time.sleep(poll)
 
 
+def acquire_gpu_slots(count: int, num_devices: int | None = None, lock_dir: str | None = None,
+                      timeout: float | None = None, poll: float = 0.2) -> list[int] | None:
+    """Take ``count`` free GPUs at once (a data-parallel training job, train.num_processes), set
+    CUDA_VISIBLE_DEVICES to them and return their slots; None when there are no GPUs. All or nothing:
+    while fewer than ``count`` are free, the ones just locked are given back and the scan is repeated, so
+    two multi-GPU jobs never hold part of each other's devices. count 1 is acquire_gpu_slot()."""
+    if count <= 1:
+        slot = acquire_gpu_slot(num_devices, lock_dir, timeout, poll)
+        return None if slot is None else [slot]
+    if _held["fh"] is not None:
+        return list(_held["device"]) if isinstance(_held["device"], list) else [_held["device"]]
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if num_devices is not None:
+        n = int(num_devices)
+    elif visible and os.environ.get("DIFFUNLEARN_NUM_GPUS") in (None, ""):
+        n = len(visible)
+    else:
+        n = num_gpus()
+    if n <= 0:
+        return None
+    if count > n:
+        raise ValueError(f"{count} GPUs wanted, {n} on this machine")
+    names = visible[:n] if len(visible) >= n else [str(i) for i in range(n)]
+    lock_dir = lock_dir or lock_dir_default()
+    os.makedirs(lock_dir, exist_ok=True)
+    try:
+        os.chmod(lock_dir, 0o1777)
+    except OSError:
+        pass
+    start = time.monotonic()
+    while True:
+        taken = []
+        for i in range(n):
+            fh = _try_lock(os.path.join(lock_dir, f"gpu{names[i]}.lock"))
+            if fh is not None:
+                taken.append((i, fh))
+                if len(taken) == count:
+                    break
+        if len(taken) == count:
+            for _, fh in taken:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{os.getpid()}\n")
+                fh.flush()
+            slots = [i for i, _ in taken]
+            _held.update(fh=[fh for _, fh in taken], device=slots)
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(names[i] for i in slots)
+            return slots
+        for _, fh in taken:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+        if timeout is not None and time.monotonic() - start >= timeout:
+            raise TimeoutError(f"not {count} free GPUs among {n} in {lock_dir} after {timeout} s")
+        time.sleep(poll)
+
+
 def release_gpu_slot() -> None:
-    """Give the held GPU back (also happens automatically when the process ends)."""
+    """Give the held GPU(s) back (also happens automatically when the process ends)."""
     fh = _held["fh"]
+    if isinstance(fh, list):
+        try:
+            for one in fh:
+                fcntl.flock(one.fileno(), fcntl.LOCK_UN)
+                one.close()
+        finally:
+            _held.update(fh=None, device=None)
+        return
     if fh is None:
         return
     try:

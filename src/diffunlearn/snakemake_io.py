@@ -40,8 +40,10 @@ def _take_gpu_slot(snakemake):
         wanted = 0
     if wanted <= 0 or os.environ.get("SLURM_JOB_ID"):
         return None
-    from diffunlearn.gpu_slots import acquire_gpu_slot
+    from diffunlearn.gpu_slots import acquire_gpu_slot, acquire_gpu_slots
 
+    if wanted > 1:  # data-parallel training (train.num_processes): all its GPUs, one per process
+        return acquire_gpu_slots(wanted)
     return acquire_gpu_slot()
 
 

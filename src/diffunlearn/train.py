@@ -167,6 +167,14 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
         mixed_precision=cfg["mixed_precision"], cpu=str(run.device) == "cpu", gradient_accumulation_steps=1,
     )
     device = accelerator.device
+    # Data parallel (train_data_parallel): every process takes its slice of each global batch, DDP averages
+    # the gradients, so a step sees the same batch_size examples as one process would; rank 0 writes.
+    world, rank, is_main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    if world > 1:
+        if cfg["batch_size"] % world:
+            raise ValueError(f"train.batch_size {cfg['batch_size']} is not divisible by {world} processes")
+        if not is_main:
+            log = lambda msg: None  # noqa: E731  (one log: the main process's)
     if device.type == "cpu":
         from diffunlearn.sample import tune_cpu_allocator
 
@@ -249,6 +257,7 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
         log(f"warning: FLOPs not counted ({type(exc).__name__}: {exc})")
         micro_flops = 0
     peak = device_peak_flops(device, precision_of(cfg["mixed_precision"], device))
+    peak = peak * world if peak else peak  # the FLOPs count the global batch, on world devices
     flops_before = float(state.get("flops_done", 0.0))
     step_seconds_before = float(state.get("step_seconds", 0.0))
     flops_done, step_seconds = 0.0, 0.0
@@ -261,9 +270,14 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
     loss_count = 0
     use_dropout = run.model_cfg.get("dropout", 0.0) > 0
 
-    def denoising_loss(x0, g):
-        t = torch.randint(0, T, (x0.shape[0],), device=device, generator=g)
-        noise = torch.randn(x0.shape, device=device, generator=g)
+    # This process's rows of every global batch; the random draws are made for the whole global batch and
+    # sliced, so each example gets the same flip, timestep and noise whatever the number of processes.
+    local_batch = cfg["batch_size"] // world
+    part = slice(rank * local_batch, (rank + 1) * local_batch)
+
+    def denoising_loss(x0, g, n_global):
+        t = torch.randint(0, T, (n_global,), device=device, generator=g)[part]
+        noise = torch.randn((n_global, *x0.shape[1:]), device=device, generator=g)[part]
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         with accelerator.autocast():
@@ -283,14 +297,15 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
         for name, sign in run.objective(step):
             for a in range(accum):
                 idx = samplers[name].indices(step * accum + a)
-                x0 = data[name][idx]
+                n_global = idx.shape[0]
+                x0 = data[name][idx[part]] if world > 1 else data[name][idx]
                 if cfg["random_flip"]:
-                    flip = torch.rand(x0.shape[0], device=device, generator=g) < 0.5
+                    flip = torch.rand(n_global, device=device, generator=g)[part] < 0.5
                     x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-                loss = denoising_loss(x0, g)
+                loss = denoising_loss(x0, g, n_global)
                 accelerator.backward(sign * loss / accum)
                 loss_acc += loss.detach() / accum
-                examples_seen += x0.shape[0]
+                examples_seen += n_global
                 flops_done += micro_flops
             loss_count += 1
         if cfg["grad_clip"]:
@@ -303,6 +318,8 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
             torch._foreach_lerp_(ema_params, raw_params, 1.0 - ema_decay_at(step, cfg["ema_decay"]))
         done = step + 1
         if done % cfg["log_every"] == 0 or done == total_steps:
+            if world > 1:
+                loss_acc = accelerator.reduce(loss_acc, reduction="mean")  # every process's loss, averaged
             mean_loss = (loss_acc / max(loss_count, 1)).item()  # the only host sync, every log_every steps
             loss_log.append([done, mean_loss])
             log(f"step {done}/{total_steps} loss {mean_loss:.5f} lr {lr:.2e}")
@@ -329,11 +346,14 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
                 "mfu": achieved / peak if achieved and peak else None,
                 "fast_path": fast, **run.extra_state,
             }
+            if world > 1:
+                st["num_processes"] = world
             if accelerator.scaler is not None:
                 st["scaler"] = accelerator.scaler.state_dict()
-            save_checkpoint(resume_dir / f"checkpoint-{done}", ema_unet=ema,
-                            raw_unet=accelerator.unwrap_model(raw), scheduler=scheduler,
-                            optimizer_state=optimizer.state_dict(), state=st)
+            if is_main:
+                save_checkpoint(resume_dir / f"checkpoint-{done}", ema_unet=ema,
+                                raw_unet=accelerator.unwrap_model(raw), scheduler=scheduler,
+                                optimizer_state=optimizer.state_dict(), state=st)
             log(f"checkpoint {done} written ({wall:.1f} s of training so far"
                 + (f", {st['achieved_tflops']:.3g} TFLOP/s" if achieved else "")
                 + (f", MFU {st['mfu']:.1%}" if st["mfu"] else "") + ")")
@@ -341,15 +361,81 @@ def run_training(run: TrainRun, log: Callable[[str], None] = print) -> dict:
     progress.close()
 
     # Publish: move every checkpoint out of resume/ into the declared place, then drop resume/.
-    for step_no, path in list_checkpoints(resume_dir):
-        if step_no in ckpt_steps:
-            target = out_dir / path.name
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(path, target)
-    shutil.rmtree(resume_dir, ignore_errors=True)
+    if is_main:
+        for step_no, path in list_checkpoints(resume_dir):
+            if step_no in ckpt_steps:
+                target = out_dir / path.name
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(path, target)
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    if world > 1:
+        accelerator.wait_for_everyone()  # the others read the published state below
     final = out_dir / f"checkpoint-{total_steps}"
     summary = json.loads((final / "training_state" / "state.json").read_text())
+    summary.pop("optimizer", None)
+    summary.pop("loss_log", None)
+    return summary
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _data_parallel_worker(rank: int, run: TrainRun, world: int, port: int, log) -> None:
+    """One process of train_data_parallel: the torch.distributed environment accelerate reads, then run_training."""
+    import torch
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if str(run.device) == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads() // world))  # the job's threads, shared
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(True)  # a state inherited from the parent would say "not distributed"
+    PartialState._reset_state()
+    try:
+        run_training(run, log=log)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def train_data_parallel(run: TrainRun, num_processes: int, log: Callable[[str], None] = print) -> dict:
+    """``run_training`` on ``num_processes`` local processes, data parallel (train.num_processes).
+
+    Each process is forked from this one (as accelerate's notebook_launcher does; this process must not
+    have initialised CUDA) with the torch.distributed environment set, so that accelerate's Accelerator
+    sets up DDP: gloo on CPU, NCCL on GPUs (process k on cuda:k of the visible devices). Every process
+    takes batch_size / N rows of each global batch, with the same random draws as one process would make,
+    and DDP averages the gradients, so a step still sees train.batch_size examples. Only the main process
+    writes checkpoints (atomically, as run_training always does); the layout is the same as with one
+    process. Returns the summary of the final checkpoint. A failing process fails the call.
+    """
+    if num_processes <= 1:
+        return run_training(run, log=log)
+    import sys
+
+    import torch
+    import torch.multiprocessing as mp
+
+    if torch.cuda.is_initialized():
+        raise RuntimeError("train_data_parallel forks its processes: CUDA must not be initialised in this one "
+                           "(set PYTORCH_NVML_BASED_CUDA_CHECK=1 before torch.cuda.is_available())")
+    batch_size = run.train_cfg["batch_size"]
+    if batch_size % num_processes:
+        raise ValueError(f"train.batch_size {batch_size} is not divisible by train.num_processes {num_processes}")
+    log(f"data parallel: {num_processes} processes, {batch_size // num_processes} examples each per batch")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    mp.start_processes(_data_parallel_worker, args=(run, num_processes, _free_port(), log), nprocs=num_processes,
+                       join=True, start_method="fork")
+    total_steps = run.steps or run.train_cfg["steps"]
+    summary = json.loads((Path(run.out_dir) / f"checkpoint-{total_steps}" / "training_state" / "state.json").read_text())
     summary.pop("optimizer", None)
     summary.pop("loss_log", None)
     return summary

@@ -48,15 +48,16 @@ def _scales_with_attempt():
 SCALE_WITH_ATTEMPT = _scales_with_attempt()
 
 
-def rule_resources(family):
-    """Resources of one family of rules (config resources.<family>), for Snakemake and the SLURM profile."""
+def rule_resources(family, processes=1):
+    """Resources of one family of rules (config resources.<family>), for Snakemake and the SLURM profile.
+    processes: GPUs per job are resources.<family>.gpu times this (data-parallel training, train.num_processes)."""
     res = config["resources"][family]
     # memory and time grow with the attempt on SLURM, so a job retried after an OOM / timeout kill asks for more
     scaled = SCALE_WITH_ATTEMPT
     out = {
         "mem_mb": (lambda wc, attempt: res["mem_mb"] * attempt) if scaled else res["mem_mb"],
         "runtime": (lambda wc, attempt: res["runtime"] * attempt) if scaled else res["runtime"],
-        "gpu": res["gpu"],
+        "gpu": res["gpu"] * processes,
         "cpus_per_task": res["cpus_per_task"],
     }
     if res["gpu_model"]:
@@ -66,8 +67,15 @@ def rule_resources(family):
     return out
 
 
-def training_params():
-    t = {k: v for k, v in config["train"].items() if k != "threads"}
+TRAIN_PROCESSES = config["train"]["num_processes"]
+
+
+def training_params(parallel=False):
+    """The train config as job params. num_processes only for the data-parallel training rules (parallel=True)
+    and only when above 1, so that its default leaves the params, and so existing results, as they were."""
+    t = {k: v for k, v in config["train"].items() if k not in ("threads", "num_processes")}
+    if parallel and TRAIN_PROCESSES > 1:
+        t["num_processes"] = TRAIN_PROCESSES
     return t
 
 

@@ -5,7 +5,7 @@ rule train_original:
         *[directory(f"{R}/models/original.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
         cost=f"{R}/models/original.s{{seed}}/cost.json",
     params:
-        train=training_params(),
+        train=training_params(parallel=True),
         model=config["model"],
         diffusion=config["diffusion"],
         device=config["device"],
@@ -15,7 +15,7 @@ rule train_original:
         f"{R}/benchmarks/train_original/s{{seed}}.tsv"
     threads: config["train"]["threads"]
     resources:
-        **rule_resources("train"),
+        **rule_resources("train", processes=TRAIN_PROCESSES),
     conda:
         "../../envs/diffunlearn.yaml"
     script:
@@ -30,7 +30,7 @@ rule train_oracle:
         *[directory(f"{R}/models/oracle.{{forget}}.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
         cost=f"{R}/models/oracle.{{forget}}.s{{seed}}/cost.json",
     params:
-        train=training_params(),
+        train=training_params(parallel=True),
         model=config["model"],
         diffusion=config["diffusion"],
         device=config["device"],
@@ -40,7 +40,7 @@ rule train_oracle:
         f"{R}/benchmarks/train_oracle/{{forget}}.s{{seed}}.tsv"
     threads: config["train"]["threads"]
     resources:
-        **rule_resources("train"),
+        **rule_resources("train", processes=TRAIN_PROCESSES),
     conda:
         "../../envs/diffunlearn.yaml"
     script:

@@ -3,10 +3,13 @@ import os
 
 from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
-from diffunlearn.train import TrainRun, run_training
+from diffunlearn.train import TrainRun, train_data_parallel
 
 log = JobLog(snakemake)
 p = snakemake.params
+if p.train.get("num_processes", 1) > 1:
+    # the training processes are forked from this one: the device check must not initialise CUDA here
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 train_images = load_model_inputs(snakemake.input.data)["train"]  # images, or their latents
 if "forget" in snakemake.input.keys():
     forget = load_forget_set(snakemake.input.forget)
@@ -17,7 +20,7 @@ run = TrainRun(
     train_cfg=p.train, model_cfg=p.model, diffusion_cfg=p.diffusion, seed=int(snakemake.wildcards.seed),
     device=job_device(p.device),
 )
-summary = run_training(run, log=log)
+summary = train_data_parallel(run, p.train.get("num_processes", 1), log=log)  # 1: run_training in this process
 log(f"done: {summary['step']} steps, {summary['wall_seconds']:.1f} s on {summary['device']}")
 write_json_atomic(snakemake.output.cost, {
     "method": "retrain" if "forget" in snakemake.input.keys() else "train", "steps": summary["step"],
