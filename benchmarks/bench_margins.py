@@ -7,12 +7,15 @@
 The per-example loop is what a user writes from DESIGN.md's definition: for each example, its K
 (t, eps) pairs (the same ``margin_noise`` pairs as ours, so the two results must agree), one forward
 of the model on those K noisy inputs, the mean squared error read back to the host. Ours takes
-``--batch-size`` noisy inputs (of many examples) per forward and reads the losses back once. Both run
-in this process on the same UNet (random weights, eval mode), the same examples, pairs, device and
-precision (``--precision bf16``: both under torch.autocast), with a warm-up call of each not timed;
-``--repeats`` rounds alternate the two, and throughput (noisy inputs per second, "img/s") is reported
-from the best and from the median round. ``--batch-size`` takes several values to show the curve.
+``--batch-size`` noisy inputs (of many examples) per chunk (on the CPU fed to the model in cache-sized
+slices, ``diffunlearn.margins.CPU_FORWARD_PIXELS``) and reads the losses back once. Both score the same
+UNet (built from the same seed, eval mode), the same examples, pairs, device and precision
+(``--precision bf16``: both under torch.autocast), with a warm-up call of each not timed; ``--repeats``
+rounds alternate the two, and throughput (noisy inputs per second, "img/s") is reported from the best
+and from the median round. ``--batch-size`` takes several values to show the curve.
 
+Processes: as in bench_sample.py (``--processes separate``, the default: each side in its own worker
+process, ours with its CPU allocator setting, the loop with glibc's defaults; ``same``: one process).
 Our fast path follows the config's "auto" (compile and channels_last on CUDA, off on the CPU);
 ``--compile`` / ``--channels-last`` force them.
 """
@@ -21,12 +24,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_sample import MODELS, interleaved, machine, model_config  # noqa: E402
+from bench_sample import (  # noqa: E402
+    DIFFUSION, MODELS, Side, add_common_arguments, compare, describe_processes, machine, model_config, report, setup_process,
+)
 
 EXAMPLES = {"default": 512, "32px": 32, "cifar10": 4096}
 
@@ -52,85 +56,89 @@ def per_example_margins(unet, x0, indices, alphas_cumprod, num_pairs, seed, devi
     return out
 
 
+def make_margins(side: str, name: str, device: str, precision: str, n_examples: int, num_pairs: int,
+                 batch_size: int | None, fast: dict):
+    import numpy as np
+    import torch
+
+    from diffunlearn.margins import compute_margins
+    from diffunlearn.models import build_scheduler, build_unet
+
+    spec = MODELS[name]
+    device = torch.device(device)
+    unet = build_unet(model_config(name), spec["size"], spec["channels"], seed=0).to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    x0 = (torch.rand((n_examples, spec["channels"], spec["size"], spec["size"]), generator=g) * 2 - 1).to(device)
+    indices = np.arange(n_examples) * 3 + 11  # data-set indices, not positions
+    alphas_cumprod = build_scheduler(DIFFUSION).alphas_cumprod.to(device)
+    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+
+    def call():
+        with autocast():
+            if side == "peer":
+                return per_example_margins(unet, x0, indices, alphas_cumprod, num_pairs, 0, device)
+            return compute_margins(unet, x0, indices, alphas_cumprod, num_pairs=num_pairs, seed=0,
+                                   batch_size=batch_size, device=device, **fast)
+
+    def run():
+        synchronize()
+        start = time.perf_counter()
+        call()
+        synchronize()
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    values = call()  # warm-up (and compilation)
+    return run, {"warmup_seconds": time.perf_counter() - start, "margins": values}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", nargs="+", default=["default", "32px"], choices=sorted(MODELS))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the pipeline's jobs use margins.threads = 1)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    add_common_arguments(parser)
     parser.add_argument("--examples", type=int, help="examples scored per call (default: 512 / 32 / 4096 per model)")
     parser.add_argument("--num-pairs", type=int, default=8, help="K, as margins.num_pairs")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[256], help="our noisy inputs per forward")
-    parser.add_argument("--malloc-tune", action=argparse.BooleanOptionalAction, default=True,
-                        help="CPU: glibc keeps freed memory, for both sides (diffunlearn.sample.tune_cpu_allocator)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[2048],
+                        help="ours: noisy inputs per chunk (default: margins.batch_size's default; on the CPU each chunk "
+                             "goes through the model in slices of at most 32768 pixels: 512 rows of 8x8, 32 of 32x32)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: the config's auto")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args()
 
     import numpy as np
-    import torch
 
-    from diffunlearn.margins import compute_margins
-    from diffunlearn.models import build_scheduler, build_unet, count_parameters
+    from diffunlearn.models import build_unet, count_parameters
     from diffunlearn.sample import resolve_switch
 
-    torch.set_num_threads(args.threads)
-    from diffunlearn.sample import tune_cpu_allocator
-
-    # Our CPU path lets glibc keep freed memory (no page faults for every large activation); it is
-    # process-wide, so it is set here once for both sides (--no-malloc-tune: glibc's defaults for both).
-    if not args.malloc_tune:
-        os.environ["DIFFUNLEARN_MALLOC_TUNE"] = "0"
-    allocator = args.malloc_tune and args.device == "cpu" and tune_cpu_allocator()
-    device = torch.device(args.device)
-    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    fast = dict(compile=resolve_switch("auto" if args.compile is None else args.compile, device),
-                channels_last=resolve_switch("auto" if args.channels_last is None else args.channels_last, device))
-    diffusion = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
-    alphas_cumprod = build_scheduler(diffusion).alphas_cumprod.to(device)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
-    print(f"machine: {machine(args.device)}; glibc malloc {'tuned (both sides)' if allocator else 'defaults'}")
+    tuned = setup_process(args)
+    fast = dict(compile=resolve_switch("auto" if args.compile is None else args.compile, args.device),
+                channels_last=resolve_switch("auto" if args.channels_last is None else args.channels_last, args.device))
+    print(f"machine: {machine(args.device)}")
     print(f"ours: compute_margins, fast path {fast}; peer: per-example loop (K inputs per forward); "
-          f"precision {args.precision}; K = {args.num_pairs}")
+          f"precision {args.precision}; K = {args.num_pairs}; {describe_processes(args, tuned)}")
 
     for name in args.model:
         spec = MODELS[name]
         n_examples = args.examples or EXAMPLES[name]
-        unet = build_unet(model_config(name), spec["size"], spec["channels"], seed=0).to(device).eval()
-        g = torch.Generator().manual_seed(0)
-        x0 = (torch.rand((n_examples, spec["channels"], spec["size"], spec["size"]), generator=g) * 2 - 1).to(device)
-        indices = np.arange(n_examples) * 3 + 11  # data-set indices, not positions
         inputs = n_examples * args.num_pairs
-        print(f"\n[{name}] {spec['channels']}x{spec['size']}x{spec['size']}, {count_parameters(unet) / 1e6:.2f}M parameters, "
+        params = count_parameters(build_unet(model_config(name), spec["size"], spec["channels"]))
+        print(f"\n[{name}] {spec['channels']}x{spec['size']}x{spec['size']}, {params / 1e6:.2f}M parameters, "
               f"{n_examples} examples x {args.num_pairs} pairs = {inputs} noisy inputs per call, {args.repeats} interleaved rounds")
-
-        def peer():
-            with autocast():
-                return per_example_margins(unet, x0, indices, alphas_cumprod, args.num_pairs, 0, device)
-
-        functions = {"peer": peer}
+        kwargs = dict(name=name, device=args.device, precision=args.precision, n_examples=n_examples,
+                      num_pairs=args.num_pairs, fast=fast)
+        separate = args.processes == "separate"
+        sides = {"peer": Side("bench_margins", "make_margins", {"side": "peer", "batch_size": None, **kwargs},
+                              separate=separate, ours=False, threads=args.threads)}
         for batch_size in args.batch_size:
-            def ours(batch_size=batch_size):
-                with autocast():
-                    return compute_margins(unet, x0, indices, alphas_cumprod, num_pairs=args.num_pairs, seed=0,
-                                           batch_size=batch_size, device=device, **fast)
-            functions[f"ours b{batch_size}"] = ours
-        start = time.perf_counter()
-        results = {k: f() for k, f in functions.items()}  # warm-up (and compilation)
-        synchronize()
-        print(f"warm-up: {time.perf_counter() - start:.1f} s; max |ours - loop| = "
-              f"{max(float(np.abs(v - results['peer']).max()) for v in results.values()):.2e} "
-              f"(margins of size {float(np.abs(results['peer']).mean()):.3f})")
-        times = interleaved(functions, args.repeats, synchronize)
-        best = {k: inputs / min(v) for k, v in times.items()}
-        median = {k: inputs / statistics.median(v) for k, v in times.items()}
-        for k in times:
-            print(f"{k:>11}: {best[k]:9.1f} img/s best, {median[k]:9.1f} img/s median "
-                  f"({', '.join(f'{t:.2f}' for t in times[k])} s per call)")
-        for k in times:
-            if k != "peer":
-                print(f"ratio {k} / per-example loop: {best[k] / best['peer']:.2f}x best, {median[k] / median['peer']:.2f}x median")
+            sides[f"ours b{batch_size}"] = Side("bench_margins", "make_margins", {"side": "ours", "batch_size": batch_size, **kwargs},
+                                                separate=separate, ours=True, threads=args.threads)
+        reference = sides["peer"].info["margins"]
+        difference = max(float(np.abs(s.info["margins"] - reference).max()) for s in sides.values())
+        print("warm-up: " + ", ".join(f"{k} {s.info['warmup_seconds']:.1f} s" for k, s in sides.items())
+              + f"; max |ours - loop| = {difference:.2e} (margins of size {float(np.abs(reference).mean()):.3f})")
+        report(compare(sides, args.repeats), inputs)
+        for s in sides.values():
+            s.close()
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -15,6 +15,9 @@ Ours is ``run_training`` as the pipeline runs it (data held on the device, flips
 CUDA). Both train the same UNet (same initial weights), the same batch size, data, learning rate,
 gradient clipping and EMA decay, on the same device and precision.
 
+Processes: as in bench_sample.py (``--processes separate``, the default: each side in its own worker
+process, ours with its CPU allocator setting, the peer with glibc's defaults; ``same``: one process).
+
 Timing excludes start-up and checkpoint writing: ours writes its one checkpoint after the last step,
 and its steps are timed by the timestamps of its loss log (log_every divides the warm-up and the
 timed steps); the peer is timed over the same steps. ``--warmup`` steps of each are not timed
@@ -35,7 +38,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_sample import MODELS, machine, model_config  # noqa: E402
+from bench_sample import (  # noqa: E402
+    MODELS, Side, add_common_arguments, compare, describe_processes, machine, model_config, setup_process,
+)
 
 DEFAULT_BATCH = {"default": 64, "32px": 16, "cifar10": 128}
 DEFAULT_STEPS = {"default": (4, 20), "32px": (2, 4), "cifar10": (30, 100)}  # (warm-up, timed) per round
@@ -154,18 +159,30 @@ def peer_round(images, model_cfg, cfg, warmup, steps, device) -> float:
     return stamps[warmup + steps] - stamps[warmup]
 
 
+def make_trainer(side: str, name: str, device: str, batch: int, warmup: int, steps: int, flip: bool, precision: str,
+                 switches: dict):
+    """A side of the benchmark: each run() is a fresh training run; it returns the seconds of its timed steps."""
+    import torch
+
+    spec = MODELS[name]
+    model_cfg = model_config(name)
+    images = synthetic_images(max(1024, 4 * batch), spec["size"], spec["channels"])
+    cfg = train_cfg(batch, precision, flip, math.gcd(warmup, steps), switches)
+    fn = ours_round if side == "ours" else peer_round
+
+    def run():
+        with contextlib.redirect_stderr(open(os.devnull, "w")):  # progress bars
+            return fn(images, model_cfg, cfg, warmup, steps, torch.device(device))
+
+    return run, {"images": len(images)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", nargs="+", default=["default", "32px"], choices=sorted(MODELS))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the pipeline's jobs use train.threads = 1)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    add_common_arguments(parser)
     parser.add_argument("--batch", type=int, help="default: 64 (8x8 model), 16 (32x32 model), 128 (cifar10)")
     parser.add_argument("--warmup", type=int, help="untimed steps per round (default 4 / 2 / 30)")
     parser.add_argument("--steps", type=int, help="timed steps per round (default 20 / 4 / 100)")
-    parser.add_argument("--malloc-tune", action=argparse.BooleanOptionalAction, default=True,
-                        help="CPU: glibc keeps freed memory, for both sides (diffunlearn.sample.tune_cpu_allocator)")
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="random horizontal flips (default: off for the digits, on for 32x32 colour images)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="ours; default: the config's auto")
@@ -179,19 +196,13 @@ def main() -> None:
     from diffunlearn.models import build_unet, count_parameters
     from diffunlearn.train import fast_path
 
-    torch.set_num_threads(args.threads)
-    from diffunlearn.sample import tune_cpu_allocator
-
-    # Our CPU path lets glibc keep freed memory (no page faults for every large activation); it is
-    # process-wide, so it is set here once for both sides (--no-malloc-tune: glibc's defaults for both).
-    if not args.malloc_tune:
-        os.environ["DIFFUNLEARN_MALLOC_TUNE"] = "0"
-    allocator = args.malloc_tune and args.device == "cpu" and tune_cpu_allocator()
+    tuned = setup_process(args)
     device = torch.device(args.device)
     switches = {k: v for k, v in (("compile", args.compile), ("channels_last", args.channels_last),
                                   ("fused_adamw", args.fused_adamw)) if v is not None}
-    print(f"machine: {machine(args.device)}; glibc malloc {'tuned (both sides)' if allocator else 'defaults'}")
-    print(f"ours: run_training, fast path {fast_path(switches, device)}; peer: diffusers-example loop; precision {args.precision}")
+    print(f"machine: {machine(args.device)}")
+    print(f"ours: run_training, fast path {fast_path(switches, device)}; peer: diffusers-example loop; "
+          f"precision {args.precision}; {describe_processes(args, tuned)}")
     peak = device_peak_flops(device, precision_of("bf16" if args.precision == "bf16" else "no", device))
 
     for name in args.model:
@@ -199,21 +210,19 @@ def main() -> None:
         batch = args.batch or DEFAULT_BATCH[name]
         warmup, steps = args.warmup or DEFAULT_STEPS[name][0], args.steps or DEFAULT_STEPS[name][1]
         flip = (spec["channels"] == 3) if args.flip is None else args.flip
-        model_cfg = model_config(name)
-        images = synthetic_images(max(1024, 4 * batch), spec["size"], spec["channels"])
-        cfg = train_cfg(batch, args.precision, flip, math.gcd(warmup, steps), switches)
-        unet = build_unet(model_cfg, spec["size"], spec["channels"], seed=0)
+        unet = build_unet(model_config(name), spec["size"], spec["channels"], seed=0)
         flops_per_image = train_step_flops(unet, (batch, spec["channels"], spec["size"], spec["size"])) / batch
+        kwargs = dict(name=name, device=args.device, batch=batch, warmup=warmup, steps=steps, flip=flip,
+                      precision=args.precision, switches=switches)
+        sides = {who: Side("bench_train", "make_trainer", {"side": who, **kwargs}, separate=args.processes == "separate",
+                           ours=who == "ours", threads=args.threads) for who in ("ours", "peer")}
         print(f"\n[{name}] {spec['channels']}x{spec['size']}x{spec['size']}, {count_parameters(unet) / 1e6:.2f}M parameters, "
-              f"batch {batch}, flips {'on' if flip else 'off'}, {len(images)} images; {flops_per_image / 1e9:.3f} GFLOP "
-              f"per image per step (forward + backward); per round {warmup} untimed + {steps} timed steps, "
-              f"{args.repeats} interleaved rounds")
-        times = {"ours": [], "peer": []}
-        for r in range(args.repeats):
-            for who in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
-                fn = ours_round if who == "ours" else peer_round
-                with contextlib.redirect_stderr(open(os.devnull, "w")):  # progress bars
-                    times[who].append(fn(images, model_cfg, cfg, warmup, steps, device))
+              f"batch {batch}, flips {'on' if flip else 'off'}, {sides['ours'].info['images']} images; "
+              f"{flops_per_image / 1e9:.3f} GFLOP per image per step (forward + backward); per round {warmup} untimed + "
+              f"{steps} timed steps, {args.repeats} interleaved rounds")
+        times = compare(sides, args.repeats)
+        for s in sides.values():
+            s.close()
         for who, ts in times.items():
             best, median = steps * batch / min(ts), steps * batch / statistics.median(ts)
             util = f", MFU {flops_per_image * best / peak:.1%} (best)" if peak else ""
@@ -223,8 +232,8 @@ def main() -> None:
         ratio_median = statistics.median(times["peer"]) / statistics.median(times["ours"])
         print(f"ratio ours / diffusers-style loop: {ratio_best:.2f}x best, {ratio_median:.2f}x median")
     if peak:
-        print(f"\npeak used for MFU: {peak / 1e12:.3g} TFLOP/s ({'estimate, ' if device.type == 'cpu' else ''}"
-              f"{args.threads if device.type == 'cpu' else ''}{' thread(s)' if device.type == 'cpu' else ''})")
+        where = f"estimate for {args.threads} thread(s)" if device.type == "cpu" else "data sheet"
+        print(f"\npeak used for MFU: {peak / 1e12:.3g} TFLOP/s ({where})")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffunlearn.grid import image_grid, save_png  # noqa: F401  (they live in diffunlearn.grid; still importable here)
+
 
 def initial_noise(num_samples: int, shape: tuple[int, int, int], seed: int, start: int = 0, device="cpu"):
     """Starting noise of samples ``start .. start+num_samples``; sample i's noise depends only on (seed, i)."""
@@ -179,11 +181,12 @@ def sample_images(unet, scheduler, num_samples: int, *, num_inference_steps: int
     """Run the reverse chain; return uint8 NHWC samples.
 
     Sample i starts from noise that depends only on (seed, i); the ancestral noise of every step is drawn
-    from one generator per batch, seeded by (seed, batch). ``compile``: ``torch.compile`` the UNet (the
-    last batch is padded to ``batch_size`` so that one graph serves all; ``cuda_graphs`` picks the
-    "reduce-overhead" mode, i.e. CUDA graphs). ``channels_last``: NHWC activations and weights. None of
-    them changes the result beyond float tolerance. ``decode``: maps each finished batch (model space, NCHW)
-    to pixels in [-1, 1] before the uint8 conversion (latent diffusion: ``diffunlearn.latents.make_decoder``).
+    from one generator per batch, seeded by (seed, batch). On the CPU the process's allocator keeps freed
+    memory (:func:`tune_cpu_allocator`). ``compile``: ``torch.compile`` the UNet with frozen weights (the
+    last batch is padded to ``batch_size`` so that one graph serves all; ``cuda_graphs``: each step
+    replays a CUDA graph). ``channels_last``: NHWC activations and weights. None of them changes the
+    result beyond float tolerance. ``decode``: maps each finished batch (model space, NCHW) to pixels in
+    [-1, 1] before the uint8 conversion (latent diffusion: ``diffunlearn.latents.make_decoder``).
     """
     import torch
 
