@@ -84,3 +84,10 @@ def test_readme_lists_every_config_key():
     readme = (ROOT / "README.md").read_text()
     missing = [key for key, *_ in config_reference() if f"`{key}`" not in readme]
     assert not missing, f"README config reference is stale (python -m diffunlearn config-doc): {missing}"
+
+
+def test_evaluate_seeds_must_be_training_seeds():
+    cfg = tiny_config("r")
+    cfg["sampling"]["evaluate_seeds"] = [0, 7]
+    with pytest.raises(ConfigError, match=r"sampling\.evaluate_seeds\[1\]: seed 7 is not in seeds \[0\]"):
+        validate_config(cfg)

@@ -74,3 +74,20 @@ def test_training_change_does_not_replan_data_or_classifier(tiny_run, tmp_path):
     jobs = _replan(tiny_run, tmp_path, lambda c: c["train"].update(lr=5e-4))
     assert jobs["train_original"] == 1 and jobs["train_oracle"] == 2
     assert not {"prepare_data", "make_forget_sets", "train_classifier", "reference_stats"} & set(jobs)
+
+
+def test_evaluate_seeds_limit_sampling_and_scoring_only(tmp_path):
+    from conftest import tiny_config
+
+    cfg = tiny_config(tmp_path / "results")
+    cfg["seeds"] = [0, 1]
+    every_seed = planned_jobs(tmp_path, write_config(tmp_path / "all.yaml", cfg))
+    cfg["sampling"]["evaluate_seeds"] = [1]
+    one_seed = planned_jobs(tmp_path, write_config(tmp_path / "one.yaml", cfg))
+    assert every_seed["sample"] > 0 and every_seed["sample"] == 2 * one_seed["sample"]
+    assert every_seed["evaluate"] == 2 * one_seed["evaluate"]
+    for rule in ("train_original", "unlearn", "margins", "klom"):
+        assert one_seed[rule] == every_seed[rule] > 0, rule
+    # KLOM needs the oracles of the unlearning forget set for every seed; the other forget set's oracles
+    # are only there to be scored, so seed 0's is no longer planned
+    assert (every_seed["train_oracle"], one_seed["train_oracle"]) == (4, 3)

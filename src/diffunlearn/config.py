@@ -128,6 +128,10 @@ def check_semantics(config: dict) -> None:
             raise ConfigError("config error at data.root: required for source 'imagefolder'")
         if config["data"]["image_size"] is None:
             raise ConfigError("config error at data.image_size: required for source 'imagefolder'")
+    sampling = config.get("sampling") or {}
+    for i, seed in enumerate(sampling.get("evaluate_seeds") or []):
+        if seed not in config["seeds"]:
+            raise ConfigError(f"config error at sampling.evaluate_seeds[{i}]: seed {seed} is not in seeds {config['seeds']}")
     t = config["train"]
     if t["checkpoint_every"] > t["steps"]:
         raise ConfigError(

@@ -17,6 +17,8 @@ except ConfigError as exc:
 
 R = os.path.join(config["results_dir"], config["experiment"])
 SEEDS = config["seeds"]
+_evaluate_seeds = config["sampling"].get("evaluate_seeds")
+EVALUATE_SEEDS = set(SEEDS if _evaluate_seeds is None else _evaluate_seeds)
 FORGET = {fs["id"]: fs for fs in config["forget_sets"]}
 EXTRACTORS = config["metrics"]["feature_extractors"]
 TRAIN_STEPS = checkpoint_steps(config["train"])
@@ -148,8 +150,13 @@ def final_checkpoint(model):
     return f"{R}/models/{model}/checkpoint-{model_steps(model)[-1]}"
 
 
+def evaluated_models():
+    """Models that are sampled and scored: those of sampling.evaluate_seeds (every seed when unset)."""
+    return [m for m in all_models() if model_seed(m) in EVALUATE_SEEDS]
+
+
 def evaluated_checkpoints():
-    return [(m, s) for m in all_models() for s in model_steps(m)]
+    return [(m, s) for m in evaluated_models() for s in model_steps(m)]
 
 
 def metric_files():
@@ -158,7 +165,7 @@ def metric_files():
 
 def families():
     seen = []
-    for m in all_models():
+    for m in evaluated_models():
         if model_family(m) not in seen:
             seen.append(model_family(m))
     return seen
@@ -166,7 +173,7 @@ def families():
 
 def family_representatives():
     """The first-seed model of each family, whose last checkpoint's samples make the family's grid."""
-    return [next(m for m in all_models() if model_family(m) == fam) for fam in families()]
+    return [next(m for m in evaluated_models() if model_family(m) == fam) for fam in families()]
 
 
 def report_outputs():
