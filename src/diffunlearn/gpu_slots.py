@@ -59,6 +59,30 @@ def _try_lock(path: str):
     return fh
 
 
+def _device_names(num_devices: int | None) -> list[str]:
+    """Names of the devices that slots stand for: entries of CUDA_VISIBLE_DEVICES, or ids 0..n-1."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if num_devices is not None:
+        n = int(num_devices)
+    elif visible and os.environ.get("DIFFUNLEARN_NUM_GPUS") in (None, ""):
+        n = len(visible)
+    else:
+        n = num_gpus()
+    if n <= 0:
+        return []
+    return visible[:n] if len(visible) >= n else [str(i) for i in range(n)]
+
+
+def _prepare_lock_dir(lock_dir: str | None) -> str:
+    lock_dir = lock_dir or lock_dir_default()
+    os.makedirs(lock_dir, exist_ok=True)
+    try:
+        os.chmod(lock_dir, 0o1777)  # other users' jobs share the same slots
+    except OSError:
+        pass
+    return lock_dir
+
+
 def acquire_gpu_slot(num_devices: int | None = None, lock_dir: str | None = None,
                      timeout: float | None = None, poll: float = 0.2) -> int | None:
     """Take a free GPU, set CUDA_VISIBLE_DEVICES to it and return its slot; None when there are no GPUs.
@@ -71,22 +95,11 @@ def acquire_gpu_slot(num_devices: int | None = None, lock_dir: str | None = None
     """
     if _held["fh"] is not None:
         return _held["device"]
-    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if num_devices is not None:
-        n = int(num_devices)
-    elif visible and os.environ.get("DIFFUNLEARN_NUM_GPUS") in (None, ""):
-        n = len(visible)
-    else:
-        n = num_gpus()
-    if n <= 0:
+    names = _device_names(num_devices)
+    if not names:
         return None
-    names = visible[:n] if len(visible) >= n else [str(i) for i in range(n)]
-    lock_dir = lock_dir or lock_dir_default()
-    os.makedirs(lock_dir, exist_ok=True)
-    try:
-        os.chmod(lock_dir, 0o1777)  # other users' jobs share the same slots
-    except OSError:
-        pass
+    n = len(names)
+    lock_dir = _prepare_lock_dir(lock_dir)
     start = time.monotonic()
     # start the scan at a different device per process so that concurrent jobs rarely race for gpu0
     first = os.getpid() % n
@@ -118,24 +131,13 @@ def acquire_gpu_slots(count: int, num_devices: int | None = None, lock_dir: str 
         return None if slot is None else [slot]
     if _held["fh"] is not None:
         return list(_held["device"]) if isinstance(_held["device"], list) else [_held["device"]]
-    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if num_devices is not None:
-        n = int(num_devices)
-    elif visible and os.environ.get("DIFFUNLEARN_NUM_GPUS") in (None, ""):
-        n = len(visible)
-    else:
-        n = num_gpus()
-    if n <= 0:
+    names = _device_names(num_devices)
+    if not names:
         return None
+    n = len(names)
     if count > n:
         raise ValueError(f"{count} GPUs wanted, {n} on this machine")
-    names = visible[:n] if len(visible) >= n else [str(i) for i in range(n)]
-    lock_dir = lock_dir or lock_dir_default()
-    os.makedirs(lock_dir, exist_ok=True)
-    try:
-        os.chmod(lock_dir, 0o1777)
-    except OSError:
-        pass
+    lock_dir = _prepare_lock_dir(lock_dir)
     start = time.monotonic()
     while True:
         taken = []
