@@ -137,8 +137,6 @@ def main() -> None:
         print("warm-up: " + ", ".join(f"{k} {s.info['warmup_seconds']:.1f} s" for k, s in sides.items())
               + f"; max |ours - loop| = {difference:.2e} (margins of size {float(np.abs(reference).mean()):.3f})")
         report(compare(sides, args.repeats), inputs)
-        for s in sides.values():
-            s.close()
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

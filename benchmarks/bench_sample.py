@@ -155,12 +155,16 @@ class Side:
 
 
 def compare(sides: dict, repeats: int) -> dict:
-    """Seconds of each side's timed call, alternating the order every round."""
+    """Seconds of each side's timed call, alternating the order every round; the sides are closed after."""
     times = {name: [] for name in sides}
     names = list(sides)
-    for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            times[name].append(sides[name].run())
+    try:
+        for r in range(repeats):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                times[name].append(sides[name].run())
+    finally:
+        for side in sides.values():
+            side.close()
     return times
 
 
@@ -279,8 +283,6 @@ def main() -> None:
         print("warm-up (2-step chains" + (", compiling" if fast["compile"] else "") + "): "
               + ", ".join(f"{k} {s.info['warmup_seconds']:.1f} s" for k, s in sides.items()))
         report(compare(sides, args.repeats), batch)
-        for s in sides.values():
-            s.close()
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

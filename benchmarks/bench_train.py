@@ -221,8 +221,6 @@ def main() -> None:
               f"{flops_per_image / 1e9:.3f} GFLOP per image per step (forward + backward); per round {warmup} untimed + "
               f"{steps} timed steps, {args.repeats} interleaved rounds")
         times = compare(sides, args.repeats)
-        for s in sides.values():
-            s.close()
         for who, ts in times.items():
             best, median = steps * batch / min(ts), steps * batch / statistics.median(ts)
             util = f", MFU {flops_per_image * best / peak:.1%} (best)" if peak else ""
