@@ -128,6 +128,21 @@ def test_features_and_logits_equal_pytorch_fid_network(env, extractor):
     assert np.abs(logits).max() > 1e-3
 
 
+def test_cpu_micro_batches_keep_order_values_and_thread_count(env, extractor):
+    """A batch larger than the CPU micro-batch, cut across threads, gives each image its own features, in
+    order, and leaves the process's intra-op thread count as it was."""
+    from diffunlearn.metrics.inception import CPU_MICRO_BATCH
+
+    images = np.concatenate([env["a"], env["b"]])[: CPU_MICRO_BATCH + 5]
+    threads = torch.get_num_threads()
+    batched, batched_logits = extractor.features_and_logits(images, batch_size=len(images))
+    assert torch.get_num_threads() == threads
+    one_by_one = np.concatenate([extractor.features_and_logits(im[None], batch_size=1)[0] for im in images])
+    assert batched.shape == (len(images), 2048) and batched_logits.shape == (len(images), 1008)
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-5, atol=1e-6 * np.abs(one_by_one).max())
+    assert not np.allclose(batched[0], batched[1])  # distinct images, distinct rows
+
+
 def test_grayscale_and_tensor_inputs(extractor, env):
     gray = env["a"][:2, :, :, :1]
     f_gray, _ = extractor.features_and_logits(gray)

@@ -15,6 +15,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -175,6 +176,18 @@ def iter_batches(images, batch_size: int) -> Iterator:
         yield from images
 
 
+# Measured on a 2-core AVX-512 VM (benchmarks/bench_fid.py): micro-batches of 16 running on two threads
+# with one intra-op thread each take 73 ms / image, against 77 ms for batches of 25 and 85-90 ms for
+# batches of 100-200 on one two-thread op pool (smaller activations stay in cache; the many small
+# non-convolution ops stop waiting on each other).
+CPU_MICRO_BATCH = 16
+
+
+def cpu_workers() -> int:
+    """Micro-batches run side by side on the CPU: one per intra-op thread the process was given."""
+    return max(1, torch.get_num_threads())
+
+
 def resolve_device(device=None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -201,16 +214,34 @@ class InceptionExtractor:
 
         ``images``: uint8 NHWC array/tensor, float NCHW tensor in [0, 1], or an iterable of such batches
         (e.g. a generator reading files), so 50k images never need to be in memory at once.
+        On the CPU each batch is cut into micro-batches of ``CPU_MICRO_BATCH`` images that run side by
+        side, one per thread with one intra-op thread each (see ``cpu_workers``).
         """
-        channels_last = self.device.type == "cpu"
-        with torch.inference_mode():
+        cpu = self.device.type == "cpu"
+        workers = cpu_workers() if cpu else 1
+        with ThreadPoolExecutor(workers) as pool:
             for batch in iter_batches(images, batch_size):
                 for i in range(0, len(batch), batch_size):
-                    x = to_float_nchw(batch[i : i + batch_size], self.device)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    feats, logits = self.trunk(x)
-                    yield feats.float().cpu(), logits.float().cpu()
+                    chunk = batch[i : i + batch_size]
+                    if not cpu:
+                        yield self._forward(chunk)
+                        continue
+                    micro = [chunk[j : j + CPU_MICRO_BATCH] for j in range(0, len(chunk), CPU_MICRO_BATCH)]
+                    threads = torch.get_num_threads()
+                    torch.set_num_threads(1)  # process-wide; restored before the caller runs again
+                    try:
+                        parts = list(pool.map(self._forward, micro))
+                    finally:
+                        torch.set_num_threads(threads)
+                    yield torch.cat([f for f, _ in parts]), torch.cat([l for _, l in parts])
+
+    def _forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            x = to_float_nchw(batch, self.device)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats, logits = self.trunk(x)
+            return feats.float().cpu(), logits.float().cpu()
 
     def features_and_logits(self, images, batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
         """All features [N,2048] and logits [N,1008] as float64 numpy arrays."""
