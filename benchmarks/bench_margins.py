@@ -107,10 +107,12 @@ def main() -> None:
 
     import numpy as np
 
+    from diffunlearn.flops import device_peak_flops, forward_flops, precision_of
     from diffunlearn.models import build_unet, count_parameters
     from diffunlearn.sample import resolve_switch
 
     tuned = setup_process(args)
+    peak = device_peak_flops(args.device, precision_of("bf16" if args.precision == "bf16" else "no", args.device))
     fast = dict(compile=resolve_switch("auto" if args.compile is None else args.compile, args.device),
                 channels_last=resolve_switch("auto" if args.channels_last is None else args.channels_last, args.device))
     print(f"machine: {machine(args.device)}")
@@ -121,7 +123,9 @@ def main() -> None:
         spec = MODELS[name]
         n_examples = args.examples or EXAMPLES[name]
         inputs = n_examples * args.num_pairs
-        params = count_parameters(build_unet(model_config(name), spec["size"], spec["channels"]))
+        unet = build_unet(model_config(name), spec["size"], spec["channels"])
+        params = count_parameters(unet)
+        input_flops = forward_flops(unet, (1, spec["channels"], spec["size"], spec["size"]))
         print(f"\n[{name}] {spec['channels']}x{spec['size']}x{spec['size']}, {params / 1e6:.2f}M parameters, "
               f"{n_examples} examples x {args.num_pairs} pairs = {inputs} noisy inputs per call, {args.repeats} interleaved rounds")
         kwargs = dict(name=name, device=args.device, precision=args.precision, n_examples=n_examples,
@@ -136,7 +140,9 @@ def main() -> None:
         difference = max(float(np.abs(s.info["margins"] - reference).max()) for s in sides.values())
         print("warm-up: " + ", ".join(f"{k} {s.info['warmup_seconds']:.1f} s" for k, s in sides.items())
               + f"; max |ours - loop| = {difference:.2e} (margins of size {float(np.abs(reference).mean()):.3f})")
-        report(compare(sides, args.repeats), inputs)
+        report(compare(sides, args.repeats), inputs, flops_per_call=input_flops * inputs, peak=peak)
+    if peak:
+        print(f"\npeak used for MFU: {peak / 1e12:.3g} TFLOP/s ({'estimate for ' + str(args.threads) + ' thread(s)' if args.device == 'cpu' else 'data sheet'})")
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -168,14 +168,19 @@ def compare(sides: dict, repeats: int) -> dict:
     return times
 
 
-def report(times: dict, units_per_call: float, unit: str = "img/s", peer: str = "peer") -> dict:
-    """Print best / median throughput of every side and its ratio to the peer; return the ratios."""
+def report(times: dict, units_per_call: float, unit: str = "img/s", peer: str = "peer",
+           flops_per_call: float | None = None, peak: float | None = None) -> dict:
+    """Print best / median throughput of every side and its ratio to the peer; return the ratios.
+
+    With ``flops_per_call`` and ``peak``: each side's model FLOPs utilisation in its best round, which bounds
+    what any implementation of the same FLOPs can gain over it (at most 1 / MFU)."""
     best = {k: units_per_call / min(v) for k, v in times.items()}
     median = {k: units_per_call / statistics.median(v) for k, v in times.items()}
     width = max(len(k) for k in times)
     for k in times:
+        util = f", MFU {flops_per_call / min(times[k]) / peak:.1%} (best)" if flops_per_call and peak else ""
         print(f"{k:>{width}}: {best[k]:10.2f} {unit} best, {median[k]:10.2f} {unit} median "
-              f"({', '.join(f'{t:.2f}' for t in times[k])} s per call)")
+              f"({', '.join(f'{t:.2f}' for t in times[k])} s per call){util}")
     ratios = {}
     for k in times:
         if k != peer:
@@ -259,10 +264,12 @@ def main() -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args()
 
+    from diffunlearn.flops import device_peak_flops, forward_flops, precision_of
     from diffunlearn.models import build_unet, count_parameters
     from diffunlearn.sample import resolve_switch
 
     tuned = setup_process(args)
+    peak = device_peak_flops(args.device, precision_of("bf16" if args.precision == "bf16" else "no", args.device))
     compile_unet = resolve_switch("auto" if args.compile is None else args.compile, args.device)
     fast = dict(compile=compile_unet,
                 cuda_graphs=compile_unet and resolve_switch("auto" if args.cuda_graphs is None else args.cuda_graphs, args.device),
@@ -274,15 +281,20 @@ def main() -> None:
     for name in args.model:
         spec = MODELS[name]
         batch, steps = args.batch or spec["batch"], args.steps or spec["steps"]
-        params = count_parameters(build_unet(model_config(name), spec["size"], spec["channels"]))
+        unet = build_unet(model_config(name), spec["size"], spec["channels"])
+        params = count_parameters(unet)
+        step_flops = forward_flops(unet, (batch, spec["channels"], spec["size"], spec["size"]))
         print(f"\n[{name}] {spec['channels']}x{spec['size']}x{spec['size']}, {params / 1e6:.2f}M parameters, "
-              f"batch {batch}, {steps} of 1000 steps (stride {1000 // steps}), {args.repeats} interleaved rounds")
+              f"batch {batch}, {steps} of 1000 steps (stride {1000 // steps}), {args.repeats} interleaved rounds; "
+              f"{step_flops / batch / 1e9:.4f} GFLOP per image per step")
         kwargs = dict(name=name, device=args.device, precision=args.precision, batch=batch, steps=steps, fast=fast)
         sides = {who: Side("bench_sample", "make_sampler", {"side": who, **kwargs}, separate=args.processes == "separate",
                            ours=who == "ours", threads=args.threads) for who in ("ours", "peer")}
         print("warm-up (2-step chains" + (", compiling" if fast["compile"] else "") + "): "
               + ", ".join(f"{k} {s.info['warmup_seconds']:.1f} s" for k, s in sides.items()))
-        report(compare(sides, args.repeats), batch)
+        report(compare(sides, args.repeats), batch, flops_per_call=step_flops * steps, peak=peak)
+    if peak:
+        print(f"\npeak used for MFU: {peak / 1e12:.3g} TFLOP/s ({'estimate for ' + str(args.threads) + ' thread(s)' if args.device == 'cpu' else 'data sheet'})")
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

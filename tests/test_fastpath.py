@@ -251,3 +251,28 @@ def test_mfu_and_peaks():
     assert gpu_peak_flops("Some Future GPU", "bf16") is None
     assert cpu_peak_flops(threads=2, ghz=2.0, flops_per_cycle=32) == 128e9
     assert cpu_peak_flops() > 0
+
+
+def test_forward_flops_of_a_convolution_equal_the_closed_form():
+    """One 3x3 convolution (padding 1) costs 2 * B * H * W * C_out * C_in * 9 FLOPs; the time input is ignored."""
+    from diffunlearn.flops import forward_flops
+
+    class OneConv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 5, 3, padding=1, bias=False)
+
+        def forward(self, x, t):
+            return self.conv(x)
+
+    assert forward_flops(OneConv(), (4, 3, 6, 7)) == 2 * 4 * 6 * 7 * 5 * 3 * 9
+
+
+def test_forward_flops_of_a_unet_scale_with_the_batch_and_are_a_third_of_a_training_step():
+    from diffunlearn.flops import forward_flops
+
+    unet = tiny_unet()
+    one, four = forward_flops(unet, (1, 1, 8, 8)), forward_flops(unet, (4, 1, 8, 8))
+    assert one > 0 and four == 4 * one
+    # backward costs about two forwards (gradients of inputs and weights); the first layer needs no input gradient
+    assert 2.5 * four < train_step_flops(unet, (4, 1, 8, 8)) <= 3 * four

@@ -1,4 +1,4 @@
-"""Model FLOPs of a training step and model FLOPs utilisation (MFU) against a device's peak.
+"""Model FLOPs of a training step (and of an inference forward) and model FLOPs utilisation (MFU) against a device's peak.
 
 FLOPs are counted by torch's own counter (``torch.utils.flop_counter.FlopCounterMode``) on a copy
 of the model on the meta device, so counting costs no compute: one forward and backward of the
@@ -42,6 +42,20 @@ def train_step_flops(unet, batch_shape) -> int:
         out = meta(x, t)
         pred = out.sample if hasattr(out, "sample") else out
         torch.nn.functional.mse_loss(pred.float(), x).backward()
+    return int(counter.get_total_flops())
+
+
+def forward_flops(unet, batch_shape) -> int:
+    """FLOPs of one inference forward of ``unet`` on a batch of shape [B, C, H, W] (a sampling step, a
+    margins chunk)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = _meta_copy(unet).eval()
+    x = torch.zeros(tuple(batch_shape), device="meta")
+    t = torch.zeros(batch_shape[0], dtype=torch.long, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(x, t)
     return int(counter.get_total_flops())
 
 
