@@ -276,3 +276,22 @@ def test_forward_flops_of_a_unet_scale_with_the_batch_and_are_a_third_of_a_train
     assert one > 0 and four == 4 * one
     # backward costs about two forwards (gradients of inputs and weights); the first layer needs no input gradient
     assert 2.5 * four < train_step_flops(unet, (4, 1, 8, 8)) <= 3 * four
+
+
+def test_resolve_compile_auto_compiles_on_the_cpu_only_when_the_forwards_outlast_the_threshold(monkeypatch):
+    from diffunlearn import sample
+    from diffunlearn.flops import cpu_peak_flops, forward_flops
+
+    unet = tiny_unet()
+    assert sample.resolve_compile(True, "cpu") and not sample.resolve_compile(False, "cuda")
+    assert sample.resolve_compile("auto", "cuda:0", unet, 1)
+    assert not sample.resolve_compile("auto", "mps", unet, 10**12)
+    # the estimate, computed here from its definition: forwards x FLOPs per image at half the CPU's peak
+    seconds_per_forward = forward_flops(unet, (1, 1, 8, 8)) / (0.5 * cpu_peak_flops())
+    assert sample.estimated_cpu_seconds(unet, 1000) == pytest.approx(1000 * seconds_per_forward)
+    at_threshold = int(sample.CPU_COMPILE_PAYS_AFTER_S / seconds_per_forward)
+    assert not sample.resolve_compile("auto", "cpu", unet, 128 * 100)  # the embedded default's sample job
+    assert not sample.resolve_compile("auto", "cpu", unet, at_threshold - 10)
+    assert sample.resolve_compile("auto", "cpu", unet, at_threshold + 10)
+    monkeypatch.setattr(sample, "CPU_COMPILE_PAYS_AFTER_S", 0.0)
+    assert sample.resolve_compile("auto", "cpu", unet, 1)

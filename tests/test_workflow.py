@@ -70,6 +70,13 @@ def test_one_methods_learning_rate_replans_only_that_method(tiny_run, tmp_path):
     assert jobs == {"unlearn": 1, "sample": 1, "evaluate": 1, "margins": 1, "klom": 1, "report": 1, "all": 1}
 
 
+def test_margins_speed_switches_replan_nothing_but_the_margins_seed_does(tiny_run, tmp_path):
+    """compile / channels_last do not change the margins beyond float tolerance: they are not job params."""
+    assert _replan(tiny_run, tmp_path, lambda c: c["margins"].update(compile=True, channels_last=True)) == {}
+    jobs = _replan(tiny_run, tmp_path, lambda c: c["margins"].update(seed=1))
+    assert jobs["margins"] > 0 and "train_original" not in jobs
+
+
 def test_training_change_does_not_replan_data_or_classifier(tiny_run, tmp_path):
     jobs = _replan(tiny_run, tmp_path, lambda c: c["train"].update(lr=5e-4))
     assert jobs["train_original"] == 1 and jobs["train_oracle"] == 2

@@ -150,6 +150,33 @@ def resolve_switch(value, device) -> bool:
     return bool(value)
 
 
+# torch.compile of a UNet takes 10 to 30 s on a CPU and then makes its forward 1.1x (a 32x32 UNet near the
+# CPU's peak) to 1.5x (the embedded default's 8x8 one) faster (BENCHMARKS.md): it pays once a job's forwards
+# would run for minutes, not in the embedded default's few-second jobs.
+CPU_COMPILE_PAYS_AFTER_S = 300.0
+
+
+def estimated_cpu_seconds(unet, inputs: int) -> float:
+    """Seconds of ``inputs`` forwards of ``unet`` (one image each) at half this CPU's fp32 peak."""
+    from diffunlearn.flops import cpu_peak_flops, forward_flops
+
+    channels, size = unet.config.in_channels, unet.config.sample_size
+    return forward_flops(unet, (1, channels, size, size)) * inputs / (0.5 * cpu_peak_flops())
+
+
+def resolve_compile(value, device, unet=None, inputs: int = 0) -> bool:
+    """The compile switch of sampling and margins: true, false or "auto".
+
+    "auto": on for CUDA; on the CPU on when the job's ``inputs`` forwards of ``unet`` are estimated
+    (:func:`estimated_cpu_seconds`) to run longer than ``CPU_COMPILE_PAYS_AFTER_S``; off elsewhere.
+    """
+    if value not in (None, "auto") or str(device).startswith("cuda"):
+        return resolve_switch(value, device)
+    if str(device) != "cpu" or unet is None or inputs <= 0:
+        return False
+    return estimated_cpu_seconds(unet, inputs) > CPU_COMPILE_PAYS_AFTER_S
+
+
 def compile_module(module, *, cuda_graphs: bool = False, inference: bool = False):
     """``torch.compile`` for one fixed input shape.
 

@@ -60,7 +60,7 @@ rule margins:
     output:
         f"{R}/margins/{{model}}.npy",
     params:
-        margins={k: v for k, v in config["margins"].items() if k != "threads"},
+        margins={k: v for k, v in config["margins"].items() if k not in ("threads", "compile", "channels_last")},
         diffusion=config["diffusion"],
         device=config["device"],
     log:

@@ -5,6 +5,7 @@ from diffunlearn.checkpoint import load_ema_unet
 from diffunlearn.data import load_model_inputs, to_model_space
 from diffunlearn.margins import compute_margins
 from diffunlearn.models import build_scheduler
+from diffunlearn.sample import resolve_compile, resolve_switch
 from diffunlearn.snakemake_io import JobLog, job_device
 
 log = JobLog(snakemake)
@@ -14,8 +15,14 @@ d = load_model_inputs(snakemake.input.data)  # images, or their latents
 images = np.concatenate([d["train"], d["val"]])  # train split first, then validation
 unet = load_ema_unet(snakemake.input.checkpoint).to(device)
 alphas_cumprod = build_scheduler(snakemake.params.diffusion).alphas_cumprod
+# Speed switches are read from the config, not the params: they do not change the margins beyond float
+# tolerance, so switching them must not re-run the jobs.
+speed = snakemake.config["margins"]
+fast = dict(compile=resolve_compile(speed.get("compile", "auto"), device, unet, len(images) * cfg["num_pairs"]),
+            channels_last=resolve_switch(speed.get("channels_last", "auto"), device))
+log("fast path: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in fast.items()))
 values = compute_margins(unet, to_model_space(images), np.arange(len(images)), alphas_cumprod,
-                         num_pairs=cfg["num_pairs"], seed=cfg["seed"], batch_size=cfg["batch_size"], device=device)
+                         num_pairs=cfg["num_pairs"], seed=cfg["seed"], batch_size=cfg["batch_size"], device=device, **fast)
 log(f"{len(values)} margins, mean {values.mean():.5f}")
 tmp = snakemake.output[0] + ".tmp.npy"
 np.save(tmp, values)

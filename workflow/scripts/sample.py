@@ -5,7 +5,7 @@ from diffunlearn.checkpoint import load_ema_unet
 from diffunlearn.data import save_npz_atomic
 from diffunlearn.models import build_scheduler
 from diffunlearn.grid import image_grid, save_png
-from diffunlearn.sample import resolve_switch, sample_images
+from diffunlearn.sample import resolve_compile, resolve_switch, sample_images
 from diffunlearn.snakemake_io import JobLog, job_device
 
 log = JobLog(snakemake)
@@ -24,8 +24,9 @@ if "vqvae" in snakemake.input.keys():  # latent diffusion: sample latents, decod
         f"decoded by {snakemake.input.vqvae} (scaling factor {factor})")
 # clip the predicted x0 to [-1, 1] in pixel space only: latents are not bounded
 scheduler = build_scheduler(snakemake.params.diffusion, kind=cfg["scheduler"], clip_sample=decode is None)
-# Speed switches ("auto": on for CUDA); they do not change the samples beyond float tolerance.
-compile_unet = resolve_switch(cfg.get("compile", "auto"), device)
+# Speed switches ("auto": on for CUDA; compile also on a CPU for long jobs); they do not change the samples
+# beyond float tolerance.
+compile_unet = resolve_compile(cfg.get("compile", "auto"), device, unet, cfg["num_samples"] * cfg["num_inference_steps"])
 fast = dict(compile=compile_unet, cuda_graphs=compile_unet and resolve_switch(cfg.get("cuda_graphs", "auto"), device),
             channels_last=resolve_switch(cfg.get("channels_last", "auto"), device))
 log("fast path: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in fast.items()))
