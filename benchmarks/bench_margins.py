@@ -29,7 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_sample import (  # noqa: E402
-    DIFFUSION, MODELS, Side, add_common_arguments, compare, describe_processes, machine, model_config, report, setup_process,
+    DIFFUSION, MODELS, Side, add_common_arguments, compare, describe_peak, describe_processes, machine, model_config,
+    peak_flops, report, setup_process,
 )
 
 EXAMPLES = {"default": 512, "32px": 32, "cifar10": 4096}
@@ -107,12 +108,12 @@ def main() -> None:
 
     import numpy as np
 
-    from diffunlearn.flops import device_peak_flops, forward_flops, precision_of
+    from diffunlearn.flops import forward_flops
     from diffunlearn.models import build_unet, count_parameters
     from diffunlearn.sample import resolve_switch
 
     tuned = setup_process(args)
-    peak = device_peak_flops(args.device, precision_of("bf16" if args.precision == "bf16" else "no", args.device))
+    peak = peak_flops(args)
     fast = dict(compile=resolve_switch("auto" if args.compile is None else args.compile, args.device),
                 channels_last=resolve_switch("auto" if args.channels_last is None else args.channels_last, args.device))
     print(f"machine: {machine(args.device)}")
@@ -141,8 +142,7 @@ def main() -> None:
         print("warm-up: " + ", ".join(f"{k} {s.info['warmup_seconds']:.1f} s" for k, s in sides.items())
               + f"; max |ours - loop| = {difference:.2e} (margins of size {float(np.abs(reference).mean()):.3f})")
         report(compare(sides, args.repeats), inputs, flops_per_call=input_flops * inputs, peak=peak)
-    if peak:
-        print(f"\npeak used for MFU: {peak / 1e12:.3g} TFLOP/s ({'estimate for ' + str(args.threads) + ' thread(s)' if args.device == 'cpu' else 'data sheet'})")
+    print(f"\n{describe_peak(peak, args)}")
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -204,6 +204,20 @@ def setup_process(args) -> bool:
     return args.device == "cpu" and tune_cpu_allocator()
 
 
+def peak_flops(args) -> float | None:
+    """The device's peak at the benchmark's precision, for the MFU columns (None: unknown device)."""
+    from diffunlearn.flops import device_peak_flops, precision_of
+
+    return device_peak_flops(args.device, precision_of("bf16" if args.precision == "bf16" else "no", args.device))
+
+
+def describe_peak(peak: float | None, args) -> str:
+    if not peak:
+        return "peak unknown: no MFU"
+    where = f"estimate for {args.threads} thread(s)" if args.device == "cpu" else "data sheet"
+    return f"peak used for MFU: {peak / 1e12:.3g} TFLOP/s ({where})"
+
+
 def describe_processes(args, tuned: bool) -> str:
     if args.processes == "separate":
         return ("each side in its own process: ours with its CPU allocator setting (glibc keeps freed memory), "
@@ -264,12 +278,12 @@ def main() -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args()
 
-    from diffunlearn.flops import device_peak_flops, forward_flops, precision_of
+    from diffunlearn.flops import forward_flops
     from diffunlearn.models import build_unet, count_parameters
     from diffunlearn.sample import resolve_switch
 
     tuned = setup_process(args)
-    peak = device_peak_flops(args.device, precision_of("bf16" if args.precision == "bf16" else "no", args.device))
+    peak = peak_flops(args)
     compile_unet = resolve_switch("auto" if args.compile is None else args.compile, args.device)
     fast = dict(compile=compile_unet,
                 cuda_graphs=compile_unet and resolve_switch("auto" if args.cuda_graphs is None else args.cuda_graphs, args.device),
@@ -293,8 +307,7 @@ def main() -> None:
         print("warm-up (2-step chains" + (", compiling" if fast["compile"] else "") + "): "
               + ", ".join(f"{k} {s.info['warmup_seconds']:.1f} s" for k, s in sides.items()))
         report(compare(sides, args.repeats), batch, flops_per_call=step_flops * steps, peak=peak)
-    if peak:
-        print(f"\npeak used for MFU: {peak / 1e12:.3g} TFLOP/s ({'estimate for ' + str(args.threads) + ' thread(s)' if args.device == 'cpu' else 'data sheet'})")
+    print(f"\n{describe_peak(peak, args)}")
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
