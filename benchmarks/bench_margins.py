@@ -114,8 +114,8 @@ def main() -> None:
 
     tuned = setup_process(args)
     peak = peak_flops(args)
-    fast = dict(compile=resolve_switch("auto" if args.compile is None else args.compile, args.device),
-                channels_last=resolve_switch("auto" if args.channels_last is None else args.channels_last, args.device))
+    fast = dict(compile=resolve_switch(args.compile, args.device),
+                channels_last=resolve_switch(args.channels_last, args.device))
     print(f"machine: {machine(args.device)}")
     print(f"ours: compute_margins, fast path {fast}; peer: per-example loop (K inputs per forward); "
           f"precision {args.precision}; K = {args.num_pairs}; {describe_processes(args, tuned)}")

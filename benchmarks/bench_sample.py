@@ -284,10 +284,10 @@ def main() -> None:
 
     tuned = setup_process(args)
     peak = peak_flops(args)
-    compile_unet = resolve_switch("auto" if args.compile is None else args.compile, args.device)
+    compile_unet = resolve_switch(args.compile, args.device)
     fast = dict(compile=compile_unet,
-                cuda_graphs=compile_unet and resolve_switch("auto" if args.cuda_graphs is None else args.cuda_graphs, args.device),
-                channels_last=resolve_switch("auto" if args.channels_last is None else args.channels_last, args.device))
+                cuda_graphs=compile_unet and resolve_switch(args.cuda_graphs, args.device),
+                channels_last=resolve_switch(args.channels_last, args.device))
     print(f"machine: {machine(args.device)}")
     print(f"ours: sample_images, fast path {fast}; peer: DDPMPipeline; precision {args.precision}; "
           f"{describe_processes(args, tuned)}")
