@@ -35,6 +35,11 @@ def test_run_writes_the_report_files(tiny_run):
     metric = json.loads((work / "results" / "t" / "metrics" / "classifier" / "original.s0" / "step4.json").read_text())
     assert metric["feature_extractor"] == "classifier" and len(metric["weights_sha256"]) == 64
     assert metric["num_samples"] == 16
+    # the training record reaches the metrics through samples.npz (evaluate does not read the checkpoint)
+    state = json.loads((work / "results" / "t" / "models" / "original.s0" / "checkpoint-4" / "training_state"
+                        / "state.json").read_text())
+    assert metric["train_wall_seconds"] == pytest.approx(state["wall_seconds"]) and state["wall_seconds"] > 0
+    assert metric["train_device"] == state["device"] == "cpu"
     samples = np.load(work / "results" / "t" / "samples" / "original.s0" / "step4" / "samples.npz")["images"]
     assert samples.shape == (16, 8, 8, 1) and samples.dtype == np.uint8
     klom = pd.read_csv(report / "klom.csv")

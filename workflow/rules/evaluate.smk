@@ -50,7 +50,6 @@ rule evaluate:
         **EXTRACTOR_INPUT[1],
         samples=f"{R}/samples/{{model}}/step{{step}}/samples.npz",
         reference=f"{R}/metrics/reference/{{extractor}}.npz",
-        checkpoint=f"{R}/models/{{model}}/checkpoint-{{step}}",
     output:
         f"{R}/metrics/{{extractor}}/{{model}}/step{{step}}.json",
     wildcard_constraints:

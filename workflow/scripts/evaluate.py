@@ -13,6 +13,8 @@ m = snakemake.params.metrics
 wc = snakemake.wildcards
 with np.load(snakemake.input.samples, allow_pickle=False) as z:
     samples, sampling_seconds = z["images"], float(z["seconds"])
+    train_wall_seconds = float(z["train_wall_seconds"]) if "train_wall_seconds" in z.files else None
+    train_device = str(z["train_device"]) if "train_device" in z.files else None
 with np.load(snakemake.input.reference, allow_pickle=False) as z:
     reference = {k: z[k] for k in z.files}
 extractor = load_extractor(wc.extractor, classifier_dir=snakemake.input.get("classifier"),
@@ -21,12 +23,12 @@ if str(reference["weights_sha256"]) != extractor.weights_sha256:
     raise RuntimeError(f"{snakemake.input.reference} was computed with other {wc.extractor} weights; re-run reference_stats")
 t0 = time.time()
 scores = score_samples(extractor, samples, reference, batch_size=m["batch_size"], is_splits=m["is_splits"], pr_k=m["pr_k"])
-state = json.load(open(f"{snakemake.input.checkpoint}/training_state/state.json"))
 family, seed = wc.model.rsplit(".s", 1)  # model ids end in .s<seed>; the family is the rest
 record = {"model": wc.model, "step": int(wc.step), "family": family, "seed": int(seed), **scores,
           "feature_extractor": wc.extractor, "weights_sha256": extractor.weights_sha256,
           "weights_path": str(extractor.weights_path), "reference": str(reference["reference"]),
-          "train_wall_seconds": state.get("wall_seconds"), "train_device": state.get("device"),
+          "train_wall_seconds": train_wall_seconds if train_wall_seconds == train_wall_seconds else None,
+          "train_device": train_device or None,
           "sampling_seconds": sampling_seconds, "evaluation_seconds": time.time() - t0}
 log(json.dumps(record))
 write_json_atomic(snakemake.output[0], record)

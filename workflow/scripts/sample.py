@@ -1,7 +1,7 @@
 """sample: draw samples from one checkpoint's EMA weights; uint8 array + PNG grid."""
 import time
 
-from diffunlearn.checkpoint import load_ema_unet
+from diffunlearn.checkpoint import load_ema_unet, load_state
 from diffunlearn.data import save_npz_atomic
 from diffunlearn.models import build_scheduler
 from diffunlearn.grid import image_grid, save_png
@@ -36,6 +36,11 @@ images = sample_images(unet, scheduler, cfg["num_samples"], num_inference_steps=
                        progress=lambda n: log(f"{n}/{cfg['num_samples']} samples"), decode=decode, **fast)
 seconds = time.time() - t0
 log(f"sampled {len(images)} images in {seconds:.1f} s")
-save_npz_atomic(snakemake.output.samples, images=images, seconds=seconds)
+# the training record travels with the samples, so that evaluate reads only the samples and the reference
+state = load_state(snakemake.input.checkpoint)
+train_wall_seconds = state.get("wall_seconds")
+save_npz_atomic(snakemake.output.samples, images=images, seconds=seconds,
+                train_wall_seconds=float("nan") if train_wall_seconds is None else float(train_wall_seconds),
+                train_device=str(state.get("device") or ""))
 grid = image_grid(images[: cfg["grid_size"]])
 save_png(snakemake.output.grid, grid, upscale=max(1, 256 // grid.shape[0]))
