@@ -13,8 +13,7 @@ m = snakemake.params.metrics
 wc = snakemake.wildcards
 with np.load(snakemake.input.samples, allow_pickle=False) as z:
     samples, sampling_seconds = z["images"], float(z["seconds"])
-    train_wall_seconds = float(z["train_wall_seconds"]) if "train_wall_seconds" in z.files else None
-    train_device = str(z["train_device"]) if "train_device" in z.files else None
+    training = {k: z[k].item() for k in ("train_wall_seconds", "train_device") if k in z.files}
 with np.load(snakemake.input.reference, allow_pickle=False) as z:
     reference = {k: z[k] for k in z.files}
 extractor = load_extractor(wc.extractor, classifier_dir=snakemake.input.get("classifier"),
@@ -27,8 +26,7 @@ family, seed = wc.model.rsplit(".s", 1)  # model ids end in .s<seed>; the family
 record = {"model": wc.model, "step": int(wc.step), "family": family, "seed": int(seed), **scores,
           "feature_extractor": wc.extractor, "weights_sha256": extractor.weights_sha256,
           "weights_path": str(extractor.weights_path), "reference": str(reference["reference"]),
-          "train_wall_seconds": train_wall_seconds if train_wall_seconds == train_wall_seconds else None,
-          "train_device": train_device or None,
+          "train_wall_seconds": training.get("train_wall_seconds"), "train_device": training.get("train_device"),
           "sampling_seconds": sampling_seconds, "evaluation_seconds": time.time() - t0}
 log(json.dumps(record))
 write_json_atomic(snakemake.output[0], record)

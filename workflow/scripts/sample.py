@@ -38,9 +38,7 @@ seconds = time.time() - t0
 log(f"sampled {len(images)} images in {seconds:.1f} s")
 # the training record travels with the samples, so that evaluate reads only the samples and the reference
 state = load_state(snakemake.input.checkpoint)
-train_wall_seconds = state.get("wall_seconds")
-save_npz_atomic(snakemake.output.samples, images=images, seconds=seconds,
-                train_wall_seconds=float("nan") if train_wall_seconds is None else float(train_wall_seconds),
-                train_device=str(state.get("device") or ""))
+training = {f"train_{k}": state[k] for k in ("wall_seconds", "device") if state.get(k) is not None}
+save_npz_atomic(snakemake.output.samples, images=images, seconds=seconds, **training)
 grid = image_grid(images[: cfg["grid_size"]])
 save_png(snakemake.output.grid, grid, upscale=max(1, 256 // grid.shape[0]))
