@@ -31,31 +31,28 @@ def train_step_flops(unet, batch_shape) -> int:
 
     Multiply by the micro-batches of an optimizer step (gradient accumulation, several objectives).
     """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    meta = _meta_copy(unet)
-    meta.train()
-    x = torch.zeros(tuple(batch_shape), device="meta")
-    t = torch.zeros(batch_shape[0], dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        out = meta(x, t)
-        pred = out.sample if hasattr(out, "sample") else out
-        torch.nn.functional.mse_loss(pred.float(), x).backward()
-    return int(counter.get_total_flops())
+    return _count_flops(unet, batch_shape, train=True)
 
 
 def forward_flops(unet, batch_shape) -> int:
     """FLOPs of one inference forward of ``unet`` on a batch of shape [B, C, H, W] (a sampling step, a
     margins chunk)."""
+    return _count_flops(unet, batch_shape, train=False)
+
+
+def _count_flops(unet, batch_shape, train: bool) -> int:
+    """One forward (and, for ``train``, the backward of an MSE loss) of a meta-device copy, counted."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    meta = _meta_copy(unet).eval()
+    meta = _meta_copy(unet).train(train)
     x = torch.zeros(tuple(batch_shape), device="meta")
     t = torch.zeros(batch_shape[0], dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(x, t)
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(train):
+        out = meta(x, t)
+        if train:
+            pred = out.sample if hasattr(out, "sample") else out
+            torch.nn.functional.mse_loss(pred.float(), x).backward()
     return int(counter.get_total_flops())
 
 

@@ -11,6 +11,7 @@ torch-fidelity and the original TF Inception Score code (improved-GAN) feed to t
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -218,8 +219,7 @@ class InceptionExtractor:
         side, one per thread with one intra-op thread each (see ``cpu_workers``).
         """
         cpu = self.device.type == "cpu"
-        workers = cpu_workers() if cpu else 1
-        with ThreadPoolExecutor(workers) as pool:
+        with ThreadPoolExecutor(cpu_workers()) if cpu else contextlib.nullcontext() as pool:
             for batch in iter_batches(images, batch_size):
                 for i in range(0, len(batch), batch_size):
                     chunk = batch[i : i + batch_size]
