@@ -20,7 +20,7 @@ from diffunlearn.metrics.klom import klom_per_example
 
 
 def per_example_loop(unlearned, oracle, bins=20, eps=1e-5, clip=100.0):
-    """DESIGN.md's KLOM, one example at a time, with np.histogram (EasyDUB's structure)."""
+    """The KLOM of docs/design.md, one example at a time, with np.histogram (EasyDUB's structure)."""
     values = np.empty(unlearned.shape[1])
     for i in range(unlearned.shape[1]):
         u = np.clip(unlearned[:, i], -clip, clip)

@@ -4,7 +4,7 @@
     python benchmarks/bench_margins.py --examples 2048 --repeats 5
     python benchmarks/bench_margins.py --model cifar10 --device cuda --batch-size 4096
 
-The per-example loop is what a user writes from DESIGN.md's definition: for each example, its K
+The per-example loop is what a user writes from docs/design.md's definition (Margin): for each example, its K
 (t, eps) pairs (the same ``margin_noise`` pairs as ours, so the two results must agree), one forward
 of the model on those K noisy inputs, the mean squared error read back to the host. Ours takes
 ``--batch-size`` noisy inputs (of many examples) per chunk (on the CPU fed to the model in cache-sized

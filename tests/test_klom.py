@@ -9,7 +9,7 @@ from diffunlearn.metrics.klom import klom_per_example, noise_floor, summarize_kl
 
 
 def reference_klom(u, o, bins=20, eps=1e-5, clip=100.0):
-    """DESIGN.md's KLOM for one example, written out with np.histogram."""
+    """The KLOM of docs/design.md for one example, written out with np.histogram."""
     u = np.clip(np.asarray(u, dtype=np.float64), -clip, clip)
     o = np.clip(np.asarray(o, dtype=np.float64), -clip, clip)
     start = min(u.min(), o.min())

@@ -1,4 +1,4 @@
-"""The per-example model output for KLOM (DESIGN.md section 4), the diffusion analogue of a margin.
+"""The per-example model output for KLOM (docs/design.md, Margin), the diffusion analogue of a margin.
 
     m(theta, x0) = -(1/K) sum_k mean_pixels (eps_k - eps_theta(sqrt(abar_t_k) x0 + sqrt(1 - abar_t_k) eps_k, t_k))^2
 
