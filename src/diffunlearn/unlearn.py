@@ -1,6 +1,6 @@
 """Unlearning methods as training objectives, and structured magnitude pruning of a UNet.
 
-Methods (DESIGN.md): do_nothing (the original), ga (gradient ascent on the forget set), gd (fine-tuning on
+Methods (docs/design.md): do_nothing (the original), ga (gradient ascent on the forget set), gd (fine-tuning on
 the retain set), ascent_descent (alternating), prune_fine_tune (prune the original, fine-tune on all data;
 once per seed), sparsified (gd on the retain set from the pruned-and-fine-tuned model, pruned channels kept
 at zero), retrain (the oracle: training from scratch on the retain set).

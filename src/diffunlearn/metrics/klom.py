@@ -1,4 +1,4 @@
-"""KLOM: per-example KL divergence between unlearned and oracle model outputs (DESIGN.md section 4).
+"""KLOM: per-example KL divergence between unlearned and oracle model outputs (docs/design.md, KLOM).
 
 For one example, with u = its outputs under the unlearned models and o = under the oracle models:
 clip both to [-clip, clip]; ``bins`` equal-width bins from min(u ∪ o) to max(u ∪ o) (end = start + 1
