@@ -42,7 +42,7 @@ def heading_anchors(path: Path) -> set[str]:
 def relative_links(path: Path):
     for line in prose_lines(path.read_text(encoding="utf-8")):
         for target in LINK.findall(line):
-            if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
+            if re.match(r"[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # http:, https:, mailto:
                 continue
             yield target
 
@@ -84,7 +84,7 @@ def repository_files():
 
 
 def test_design_document_is_the_one_in_docs():
-    """Every mention of a design document is docs/design.md (or design.md from inside docs/)."""
+    """Every mention of a design document names docs/design.md (files inside docs/ may link it relatively)."""
     name = "design" + ".md"
     bad = []
     for path in repository_files():
@@ -94,7 +94,7 @@ def test_design_document_is_the_one_in_docs():
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        for m in re.finditer(re.escape(name), text, re.I):
+        for m in re.finditer(re.escape(name), text, re.IGNORECASE):
             before = text[max(0, m.start() - 5):m.start()]
             in_docs = path.parent == ROOT / "docs"
             if m[0] != name or not (before == "docs/" or in_docs):
