@@ -176,7 +176,7 @@ def export_pythonpath(src: str) -> None:
 
 
 def config_reference(schema: dict | None = None) -> list[tuple[str, str, str, str]]:
-    """(key path, type, default, meaning) of every config key, for the README's reference table."""
+    """(key path, type, default, meaning) of every config key, for the reference table in docs/config.md."""
     schema = schema or load_schema()
     rows = []
 
