@@ -282,3 +282,113 @@ def test_threaded_ranges_equal_the_serial_result_and_name_the_global_example(bac
     unlearned[0, 4000] = np.nan
     with pytest.raises(ValueError, match="example 4000"):
         klom_per_example(unlearned, oracle, threads=3, backend=backend)
+
+
+# ---------------------------------------------------------------- floor at the same N, excess and intervals
+
+from diffunlearn.metrics.klom import QUANTITIES, STATISTICS, klom_with_floor, seed_halves  # noqa: E402
+
+SPLITS = {"forget": np.arange(0, 100), "retain": np.arange(100, 400), "validation": np.arange(400, 500)}
+
+
+def synthetic_sides(seed, shift_forget=0.0, n_models=32, n_examples=500):
+    """Two sets of models whose margins share their per-example distribution (example means differ);
+    ``shift_forget`` moves the unlearned side's forget examples by that many standard deviations."""
+    rng = np.random.default_rng(seed)
+    centres, scales = rng.normal(-0.05, 0.02, n_examples), rng.uniform(0.005, 0.02, n_examples)
+    unlearned = centres + scales * rng.normal(size=(n_models, n_examples))
+    oracle = centres + scales * rng.normal(size=(n_models, n_examples))
+    floor_oracles = centres + scales * rng.normal(size=(n_models, n_examples))
+    forget = SPLITS["forget"][SPLITS["forget"] < n_examples]
+    unlearned[:, forget] += shift_forget * scales[forget]
+    return unlearned, oracle, floor_oracles
+
+
+@pytest.mark.parametrize("reference", ["split", "extra"])
+def test_same_distribution_gives_no_excess(reference):
+    unlearned, oracle, floor_oracles = synthetic_sides(20)
+    summary, _, _ = klom_with_floor(unlearned, oracle, SPLITS, floor_oracles if reference == "extra" else None, bootstrap=20)
+    for name in SPLITS:
+        assert abs(summary[name]["excess"]["mean"]) <= 0.3, (name, summary[name]["excess"])
+        assert summary[name]["klom"]["mean"] > 1.0  # the plug-in bias the floor takes away
+
+
+@pytest.mark.parametrize("reference", ["split", "extra"])
+def test_shifted_forget_examples_give_an_excess_on_the_forget_split_only(reference):
+    unlearned, oracle, floor_oracles = synthetic_sides(21, shift_forget=2.0)
+    summary, _, _ = klom_with_floor(unlearned, oracle, SPLITS, floor_oracles if reference == "extra" else None, bootstrap=20)
+    assert summary["forget"]["excess"]["mean"] >= 1.0
+    assert summary["forget"]["excess"]["mean_ci95"][0] > 0
+    for name in ("retain", "validation"):
+        assert abs(summary[name]["excess"]["mean"]) <= 0.3, (name, summary[name]["excess"])
+
+
+def test_split_reference_is_the_average_over_halvings_of_u_a_vs_o_b_beside_o_a_vs_o_b():
+    unlearned, oracle, _ = synthetic_sides(22, shift_forget=1.0, n_models=10, n_examples=60)
+    splits = {"all": np.arange(60)}
+    _, klom, floor = klom_with_floor(unlearned, oracle, splits, num_splits=3, bootstrap=0, rng_seed=5)
+    halves = seed_halves(10, 3, rng_seed=5)
+    assert all(len(a) == 5 and len(b) == 5 and not set(a) & set(b) for a, b in halves)
+    expected_klom = np.mean([reference_loop(unlearned[a], oracle[b]) for a, b in halves], axis=0)
+    expected_floor = np.mean([reference_loop(oracle[a], oracle[b]) for a, b in halves], axis=0)
+    np.testing.assert_allclose(klom, expected_klom, atol=1e-12)
+    np.testing.assert_allclose(floor, expected_floor, atol=1e-12)
+
+
+def test_extra_reference_and_direction():
+    unlearned, oracle, floor_oracles = synthetic_sides(23, shift_forget=1.0, n_models=6, n_examples=40)
+    splits = {"all": np.arange(40)}
+    _, klom, floor = klom_with_floor(unlearned, oracle, splits, floor_oracles, bootstrap=0)
+    np.testing.assert_allclose(klom, reference_loop(unlearned, oracle), atol=1e-12)
+    np.testing.assert_allclose(floor, reference_loop(floor_oracles, oracle), atol=1e-12)
+    _, klom, floor = klom_with_floor(unlearned, oracle, splits, floor_oracles, bootstrap=0, direction="oracle_unlearned")
+    np.testing.assert_allclose(klom, reference_loop(oracle, unlearned), atol=1e-12)
+    np.testing.assert_allclose(floor, reference_loop(oracle, floor_oracles), atol=1e-12)
+    summary, klom, floor = klom_with_floor(unlearned, oracle, splits, floor_oracles, bootstrap=0)
+    excess = klom - floor
+    assert summary["all"]["excess"]["p95"] == np.percentile(excess, 95)
+    assert summary["all"]["excess"]["mean"] == pytest.approx(excess.mean(), abs=1e-15)
+    assert summary["all"]["floor"]["p99"] == np.percentile(floor, 99)
+    with pytest.raises(ValueError, match="direction"):
+        klom_with_floor(unlearned, oracle, splits, floor_oracles, bootstrap=0, direction="both")
+
+
+@pytest.mark.parametrize("reference", ["split", "extra"])
+@pytest.mark.parametrize("direction", ["unlearned_oracle", "oracle_unlearned"])
+def test_numba_and_numpy_agree_on_every_new_quantity(reference, direction):
+    unlearned, oracle, floor_oracles = synthetic_sides(24, shift_forget=1.5, n_models=12, n_examples=500)
+    unlearned[:, :50] = np.round(unlearned[:, :50], 2)  # ties
+    floor = floor_oracles if reference == "extra" else None
+    results = [klom_with_floor(unlearned, oracle, SPLITS, floor, num_splits=3, bootstrap=10, direction=direction, backend=b)
+               for b in ("numba", "numpy")]
+    (summary_a, klom_a, floor_a), (summary_b, klom_b, floor_b) = results
+    np.testing.assert_allclose(klom_a, klom_b, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(floor_a, floor_b, rtol=0, atol=1e-9)
+    for name in SPLITS:
+        for quantity in QUANTITIES:
+            for stat in STATISTICS:
+                assert summary_a[name][quantity][stat] == pytest.approx(summary_b[name][quantity][stat], abs=1e-9)
+                np.testing.assert_allclose(summary_a[name][quantity][f"{stat}_ci95"], summary_b[name][quantity][f"{stat}_ci95"], rtol=0, atol=1e-9)
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    unlearned, oracle, _ = synthetic_sides(25, shift_forget=1.0, n_models=8, n_examples=500)
+    first, _, _ = klom_with_floor(unlearned, oracle, SPLITS, num_splits=2, bootstrap=30, rng_seed=3)
+    again, _, _ = klom_with_floor(unlearned, oracle, SPLITS, num_splits=2, bootstrap=30, rng_seed=3)
+    assert first == again
+    for name in SPLITS:
+        for quantity in QUANTITIES:
+            low, high = first[name][quantity]["mean_ci95"]
+            assert low < high
+            assert low <= first[name][quantity]["mean"] <= high
+
+
+def test_klom_with_floor_rejects_too_few_models():
+    unlearned, oracle, floor_oracles = synthetic_sides(26, n_models=6, n_examples=20)
+    splits = {"all": np.arange(20)}
+    with pytest.raises(ValueError, match="halves of 3.*4 models per side"):
+        klom_with_floor(unlearned, oracle, splits, bootstrap=0)
+    with pytest.raises(ValueError, match="floor oracles: 3 models"):
+        klom_with_floor(unlearned, oracle, splits, floor_oracles[:3], bootstrap=0)
+    with pytest.raises(ValueError, match="pairs models by seed index"):
+        klom_with_floor(unlearned, oracle[:5], splits, bootstrap=0)

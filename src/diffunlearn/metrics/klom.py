@@ -378,3 +378,158 @@ def _as_index_array(indices, length: int, what: str) -> np.ndarray:
     if bad.any():
         raise ValueError(f"{what}: index {int(indices[bad][0])} is out of range for {length} examples")
     return indices.astype(np.intp, copy=False)
+
+
+# ---------------------------------------------------------------- floor at the same N, excess, intervals
+# docs/design.md, KLOM (reading): a KLOM is read against a floor computed at the same N with the same reference
+# side, and the excess (KLOM - floor) is reported with an interval over models.
+
+DIRECTIONS = ("unlearned_oracle", "oracle_unlearned")
+REFERENCES = ("split", "extra")
+QUANTITIES = ("klom", "floor", "excess")
+STATISTICS = ("p95", "mean", "p99")
+# Fewest models a side of one KLOM comparison may have (the split reference compares halves).
+MIN_MODELS_PER_SIDE = 4
+
+
+def directed_klom(unlearned, oracle, direction: str = "unlearned_oracle", **kwargs) -> np.ndarray:
+    """Per-example KLOM in the chosen direction: KL(unlearned || oracle) (default) or KL(oracle || unlearned)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"klom direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if direction == "unlearned_oracle":
+        return klom_per_example(unlearned, oracle, **kwargs)
+    return klom_per_example(oracle, unlearned, **kwargs)
+
+
+def seed_halves(n_models: int, num_splits: int, rng_seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``num_splits`` random splits of the seed indices 0..n_models-1 into halves A (n // 2) and B (the rest)."""
+    if n_models < 2 or num_splits < 1:
+        raise ValueError(f"seed_halves needs at least 2 models and 1 split, got {n_models} and {num_splits}")
+    rng = np.random.default_rng(rng_seed)
+    halves = []
+    for _ in range(num_splits):
+        order = rng.permutation(n_models)
+        halves.append((np.sort(order[: n_models // 2]), np.sort(order[n_models // 2 :])))
+    return halves
+
+
+def klom_and_floor(unlearned, oracle, floor_oracles=None, *, halves=None, direction="unlearned_oracle", **kwargs):
+    """Per-example (KLOM, floor), both float64 [P], with the reference side shared.
+
+    ``extra`` reference (``floor_oracles`` given): KLOM(U vs O) and floor KLOM(O' vs O).
+    ``split`` reference: ``halves`` is a list of (rows of U, rows of O on the unlearned side, rows of O on the
+    reference side), e.g. (A, A, B) from :func:`seed_halves`; KLOM(U_A vs O_B) and floor KLOM(O_A vs O_B),
+    each averaged over the list.
+    """
+    if floor_oracles is not None:
+        return directed_klom(unlearned, oracle, direction, **kwargs), directed_klom(floor_oracles, oracle, direction, **kwargs)
+    klom = floor = 0.0
+    for unlearned_rows, oracle_rows, reference_rows in halves:
+        reference = oracle[reference_rows]
+        klom = klom + directed_klom(unlearned[unlearned_rows], reference, direction, **kwargs)
+        floor = floor + directed_klom(oracle[oracle_rows], reference, direction, **kwargs)
+    return klom / len(halves), floor / len(halves)
+
+
+def split_statistics(klom: np.ndarray, floor: np.ndarray, splits: dict[str, np.ndarray]) -> np.ndarray:
+    """[splits, QUANTITIES, STATISTICS]: P95 / mean / P99 of KLOM, floor and excess per split (NaN when empty)."""
+    out = np.full((len(splits), len(QUANTITIES), len(STATISTICS)), np.nan)
+    for i, indices in enumerate(splits.values()):
+        if len(indices) == 0:
+            continue
+        for j, values in enumerate((klom[indices], floor[indices], klom[indices] - floor[indices])):
+            p95, p99 = np.percentile(values, [95, 99])
+            out[i, j] = (p95, values.mean(), p99)
+    return out
+
+
+def _bootstrap_sides(n_unlearned, n_oracle, n_floor, halves, rng):
+    """One bootstrap draw: every side's models resampled with replacement (the reference side once, shared)."""
+    def draw(rows):
+        return rows[rng.integers(0, len(rows), len(rows))]
+
+    if halves is None:  # extra reference: U, O, O'
+        return None, draw(np.arange(n_unlearned)), draw(np.arange(n_oracle)), draw(np.arange(n_floor))
+    return [(draw(a), draw(a), draw(b)) for a, _, b in halves], None, None, None
+
+
+def check_klom_sides(n_unlearned: int, n_oracle: int, n_floor: int | None, names=("unlearned", "oracle", "floor oracles")):
+    """Raise a one-line ValueError when a side of a KLOM comparison has too few models (or the sides do not pair)."""
+    if n_floor is None:
+        if n_unlearned != n_oracle:
+            raise ValueError(
+                f"the split reference pairs models by seed index: {names[0]} has {n_unlearned} models but "
+                f"{names[1]} has {n_oracle}"
+            )
+        if n_oracle // 2 < MIN_MODELS_PER_SIDE:
+            raise ValueError(
+                f"{names[1]}: {n_oracle} models; the split reference compares halves of {n_oracle // 2}, fewer "
+                f"than the {MIN_MODELS_PER_SIDE} models per side KLOM needs (use at least {2 * MIN_MODELS_PER_SIDE})"
+            )
+        return
+    for name, n in zip(names, (n_unlearned, n_oracle, n_floor)):
+        if n < MIN_MODELS_PER_SIDE:
+            raise ValueError(f"{name}: {n} models, fewer than the {MIN_MODELS_PER_SIDE} per side KLOM needs")
+
+
+def klom_with_floor(
+    unlearned, oracle, splits: dict[str, np.ndarray], floor_oracles=None, *, num_splits: int = 10,
+    direction: str = "unlearned_oracle", bootstrap: int = 200, rng_seed: int = 0, confidence: float = 0.95, **kwargs,
+):
+    """KLOM, floor and excess per example, their per-split statistics and bootstrap intervals over models.
+
+    Returns (summary, klom [P], floor [P]). ``summary[split]`` is {"n", "klom": {...}, "floor": {...},
+    "excess": {...}}, each with "p95", "mean", "p99" and "<stat>_ci95": [low, high], from ``bootstrap`` redraws
+    of the models (with replacement, on every side; the reference side's draw is shared by KLOM and floor;
+    see :func:`bootstrap_interval`). ``floor_oracles`` None: the split reference over ``num_splits`` random halvings.
+    ``kwargs`` go to :func:`klom_per_example` (bins, eps, clip, backend, ...).
+    """
+    unlearned, oracle = np.asanyarray(unlearned), np.asanyarray(oracle)
+    n_floor = None if floor_oracles is None else len(floor_oracles)
+    check_klom_sides(len(unlearned), len(oracle), n_floor)
+    splits = {name: _as_index_array(idx, unlearned.shape[1], f"split {name!r}") for name, idx in splits.items()}
+    halves = None
+    if floor_oracles is None:
+        halves = [(a, a, b) for a, b in seed_halves(len(oracle), num_splits, rng_seed)]
+    klom, floor = klom_and_floor(unlearned, oracle, floor_oracles, halves=halves, direction=direction, **kwargs)
+    point = split_statistics(klom, floor, splits)
+    rng = np.random.default_rng([rng_seed, 1])
+    draws = np.empty((bootstrap, *point.shape))
+    for b in range(bootstrap):
+        boot_halves, u_rows, o_rows, f_rows = _bootstrap_sides(len(unlearned), len(oracle), n_floor, halves, rng)
+        if halves is None:
+            k, f = klom_and_floor(unlearned[u_rows], oracle[o_rows], floor_oracles[f_rows], direction=direction, **kwargs)
+        else:
+            k, f = klom_and_floor(unlearned, oracle, halves=boot_halves, direction=direction, **kwargs)
+        draws[b] = split_statistics(k, f, splits)
+    return _summary(point, draws, splits, confidence), klom, floor
+
+
+def bootstrap_interval(point: np.ndarray, draws: np.ndarray, confidence: float = 0.95):
+    """(low, high): the percentile interval of the draws, moved so that the draws' mean sits on ``point``.
+
+    A redraw with replacement repeats models, and repeated values (ties) raise the plug-in KLOM of both sides
+    (by ~2 nats at 16 vs 16): the draws' spread is the models' sampling spread, their location is not the
+    estimate's. Moving them by mean(draws) - point is the bootstrap's own bias correction.
+    """
+    if len(draws) == 0:
+        return point * np.nan, point * np.nan
+    tail = 100 * (1 - confidence) / 2
+    with np.errstate(invalid="ignore"):
+        low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
+        shift = draws.mean(axis=0) - point
+    return low - shift, high - shift
+
+
+def _summary(point, draws, splits, confidence):
+    low, high = bootstrap_interval(point, draws, confidence)
+    summary = {}
+    for i, (name, indices) in enumerate(splits.items()):
+        entry = {"n": int(len(indices))}
+        for j, quantity in enumerate(QUANTITIES):
+            entry[quantity] = {}
+            for k, stat in enumerate(STATISTICS):
+                entry[quantity][stat] = float(point[i, j, k])
+                entry[quantity][f"{stat}_ci95"] = [float(low[i, j, k]), float(high[i, j, k])]
+        summary[name] = entry
+    return summary
