@@ -117,3 +117,14 @@ def test_readme_test_command_is_what_ci_runs():
     missing = [c for c in ci_commands() if c not in readme_lines]
     assert not missing, f"README.md does not show what .ci/run runs: {missing}"
     assert "pip install -e . && snakemake --cores 2" in readme_lines
+
+
+def test_config_reference_is_current():
+    """docs/config.md's table is what the schema generates (docs/config.md says how to regenerate it)."""
+    from diffunlearn.config import config_reference_markdown
+
+    text = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- BEGIN config-doc -->\n(.*?)<!-- END config-doc -->", text, re.DOTALL)
+    assert m, "docs/config.md lost its <!-- BEGIN config-doc --> / <!-- END config-doc --> markers"
+    assert m[1] == config_reference_markdown(), (
+        "docs/config.md's key table is stale: regenerate it with the snippet under 'Regenerating the table' there")
