@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from . import naming
+
 METRICS = ["fid", "is_mean", "is_std", "precision", "recall"]
 
 
@@ -41,30 +43,117 @@ def best_scores(records: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Model kinds drawn on the unlearning panel: they start from a trained original's final checkpoint.
+UNLEARNING_KINDS = ("unlearn", "pruned")
+# A metric whose plotted values span more than this factor gets a log axis (an exploding FID keeps the
+# other families readable instead of squashing them to the bottom).
+LOG_SCALE_SPAN = 10.0
+
+
+def _kind(model: str) -> str:
+    return naming.parse(model).kind
+
+
+def use_log_scale(values) -> bool:
+    """Log axis when every value is positive and the largest is over LOG_SCALE_SPAN times the smallest."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return bool(v.size and v.min() > 0 and v.max() > LOG_SCALE_SPAN * v.min())
+
+
+def _per_step(fam: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, min and max over seeds per step."""
+    g = fam.groupby("step")[metric]
+    return pd.DataFrame({"mean": g.mean(), "lo": g.min(), "hi": g.max()}).sort_index()
+
+
+def _final(fam: pd.DataFrame, metric: str) -> pd.Series:
+    return _per_step(fam, metric).iloc[-1]
+
+
+def _training_panel(ax, sub: pd.DataFrame, metric: str, colors: dict) -> None:
+    for family, fam in sub.groupby("family", sort=False):
+        st = _per_step(fam, metric)
+        ax.plot(st.index, st["mean"], marker="o", color=colors[family],
+                label=f"{family} (n={fam['seed'].nunique()})")
+        ax.fill_between(st.index, st["lo"], st["hi"], color=colors[family], alpha=0.2)
+    ax.set_xlabel("training step")
+
+
+def _unlearning_panel(ax, sub: pd.DataFrame, trained: pd.DataFrame, metric: str, colors: dict) -> None:
+    """Unlearned families at their own number of unlearning steps, with the trained models' final
+    checkpoints as reference lines: the original (where unlearning starts) and the oracles (the target)."""
+    for family, fam in trained.groupby("family", sort=False):
+        ref = _final(fam, metric)
+        step = int(fam["step"].max())
+        original = _kind(fam["model"].iloc[0]) == "original"
+        ax.axhline(ref["mean"], color=colors[family], linestyle="-" if original else "--", linewidth=1,
+                   label=f"{family} @ step {step} ({'start' if original else 'target'})")
+        if original:
+            ax.plot([0], [ref["mean"]], marker="s", color=colors[family])
+    for family, fam in sub.groupby("family", sort=False):
+        st = _per_step(fam, metric)
+        err = np.vstack([st["mean"] - st["lo"], st["hi"] - st["mean"]])
+        ax.errorbar(st.index, st["mean"], yerr=err, marker="o", linestyle="none", capsize=4, color=colors[family],
+                    label=f"{family} (n={fam['seed'].nunique()})")
+    ax.set_xlim(left=-0.05 * max(1, sub["step"].max()), right=1.15 * max(1, sub["step"].max()))
+    sparsified = any(naming.method(m) == "sparsified" for m in sub["model"])
+    ax.set_xlabel("unlearning steps from the original's final checkpoint"
+                  + ("\n(sparsified: from the pruned, fine-tuned model)" if sparsified else ""))
+
+
+def _log_axis(ax) -> None:
+    """Log y axis with plain-number labels at 1, 2, 5 x 10^k."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_metric_vs_step(records: pd.DataFrame, metric: str, ylabel: str, path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = metric_vs_step_figure(records, metric, ylabel)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def metric_vs_step_figure(records: pd.DataFrame, metric: str, ylabel: str):
+    """One row per feature extractor: training curves (original, oracles) on the left; unlearned models on
+    the right at their unlearning steps, against the original's and the oracles' final checkpoints. Mean over
+    seeds, band / error bar = min..max over seeds. Log axis when one family's values dwarf the others'."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    kinds = records["model"].map(_kind)
+    unlearned = kinds.isin(UNLEARNING_KINDS)
+    families = list(dict.fromkeys(records["family"]))
+    palette = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
+    colors = {f: palette(i % palette.N) for i, f in enumerate(families)}
     extractors = sorted(records["feature_extractor"].unique())
-    fig, axes = plt.subplots(1, len(extractors), figsize=(6 * len(extractors), 4), squeeze=False)
-    for ax, ext in zip(axes[0], extractors):
-        sub = records[records["feature_extractor"] == ext]
-        for family, fam in sub.groupby("family"):
-            g = fam.groupby("step")[metric]
-            steps = np.array(sorted(fam["step"].unique()))
-            mean, lo, hi = g.mean().loc[steps], g.min().loc[steps], g.max().loc[steps]
-            ax.plot(steps, mean, marker="o", label=f"{family} (n={fam['seed'].nunique()})")
-            ax.fill_between(steps, lo, hi, alpha=0.2)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"{ylabel} [{ext}]")
-        ax.set_title(f"{ylabel} vs step ({ext} features)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    ncols = 2 if unlearned.any() else 1
+    fig, axes = plt.subplots(len(extractors), ncols, figsize=(6.5 * ncols, 4.5 * len(extractors)), squeeze=False,
+                             sharey="row")
+    for row, ext in zip(axes, extractors):
+        in_ext = records["feature_extractor"] == ext
+        log = use_log_scale(records.loc[in_ext, metric])
+        _training_panel(row[0], records[in_ext & ~unlearned], metric, colors)
+        row[0].set_title(f"{ylabel} during training ({ext} features)")
+        if ncols == 2:
+            _unlearning_panel(row[1], records[in_ext & unlearned], records[in_ext & ~unlearned], metric, colors)
+            row[1].set_title(f"{ylabel} after unlearning ({ext} features)")
+        row[0].set_ylabel(f"{ylabel} [{ext}]" + (" (log scale)" if log else ""))
+        for ax in row:
+            if log:
+                _log_axis(ax)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 KLOM_COLUMNS = ["method", "forget_set", "split", "n", "p95", "mean", "p99", "floor_p95", "floor_mean", "floor_p99",
