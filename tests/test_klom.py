@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from diffunlearn.cli import main
-from diffunlearn.metrics.klom import klom_per_example, noise_floor, summarize_klom
+from diffunlearn.metrics.klom import (
+    QUANTITIES, STATISTICS, klom_per_example, klom_with_floor, noise_floor, seed_halves, summarize_klom,
+)
 
 
 def reference_klom(u, o, bins=20, eps=1e-5, clip=100.0):
@@ -192,83 +194,92 @@ def test_noise_floor_needs_two_models():
 def margin_files(tmp_path):
     rng = np.random.default_rng(7)
     unlearned = rng.normal(size=(10, 300))
-    oracle = rng.normal(0.2, 1.0, size=(12, 300))
-    np.save(tmp_path / "unlearned.npy", unlearned)
-    np.save(tmp_path / "oracle.npy", oracle)
-    return tmp_path, unlearned, oracle
+    unlearned[:, :30] += 2.0
+    oracle = rng.normal(size=(10, 300))
+    oracle2 = rng.normal(size=(8, 300))
+    for name, array in (("unlearned", unlearned), ("oracle", oracle), ("oracle2", oracle2)):
+        np.save(tmp_path / f"{name}.npy", array)
+    return tmp_path, unlearned, oracle, oracle2
 
 
-def table_rows(output: str) -> dict[str, list[str]]:
+def table_rows(output: str) -> dict[tuple[str, str], list[str]]:
     lines = output.strip().splitlines()
     header_index = next(i for i, line in enumerate(lines) if line.split()[:1] == ["split"])
-    assert lines[header_index].split() == ["split", "n", "P95", "mean", "P99", "floor", "P95"]
-    return {line.split()[0]: line.split()[1:] for line in lines[header_index + 1 :] if line.strip() and not line.startswith("noise")}
+    assert lines[header_index].split() == ["split", "n", "quantity", "P95", "mean", "P99", "mean", "95%", "CI"]
+    return {tuple(line.split()[0:3:2]): line.split()[1:2] + line.split()[3:] for line in lines[header_index + 1 :]}
 
 
-def expected_cells(unlearned, oracle, indices, bins=20):
-    [row] = summarize_klom(klom_per_example(unlearned, oracle, bins=bins), {"x": indices})
-    [floor] = summarize_klom(noise_floor(oracle, bins=bins), {"x": indices})
-    return [str(row["n"]), f"{row['p95']:.4f}", f"{row['mean']:.4f}", f"{row['p99']:.4f}", f"{floor['p95']:.4f}"]
-
-
-def test_cli_prints_one_row_for_all_examples(margin_files, capsys):
-    path, unlearned, oracle = margin_files
-    assert main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy")]) == 0
-    rows = table_rows(capsys.readouterr().out)
-    assert rows == {"all": expected_cells(unlearned, oracle, np.arange(300))}
-
-
-def test_cli_with_json_split_file(margin_files, capsys):
-    path, unlearned, oracle = margin_files
+def test_cli_json_with_floor_oracles_matches_the_library(margin_files, capsys):
+    path, unlearned, oracle, oracle2 = margin_files
     splits = {"forget": list(range(0, 30)), "retain": list(range(30, 250)), "validation": list(range(250, 300))}
     (path / "splits.json").write_text(json.dumps(splits))
-    code = main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy"), "--split-file", str(path / "splits.json"), "--bins", "10"])
-    assert code == 0
+    args = ["klom", str(path / "unlearned.npy"), str(path / "oracle.npy"), "--floor-oracles", str(path / "oracle2.npy"),
+            "--split-file", str(path / "splits.json"), "--bootstrap", "10", "--json"]
+    assert main(args) == 0
+    got = json.loads(capsys.readouterr().out)
+    expected, _, _ = klom_with_floor(unlearned, oracle, {k: np.array(v) for k, v in splits.items()}, oracle2, bootstrap=10)
+    assert list(got) == ["forget", "retain", "validation"]
+    for name in splits:
+        assert set(got[name]) == {"klom", "floor", "excess"}
+        assert {"p95", "mean", "p99", "mean_ci95"} <= set(got[name]["excess"])
+        for quantity in QUANTITIES:
+            for key, value in got[name][quantity].items():
+                assert value == pytest.approx(expected[name][quantity][key], abs=1e-12)
+    assert got["forget"]["excess"]["mean"] > 1.0
+
+
+def test_cli_table_uses_the_split_reference_without_floor_oracles(margin_files, capsys):
+    path, unlearned, oracle, _ = margin_files
+    np.savez(path / "splits.npz", forget=np.arange(30), retain=np.arange(30, 300))
+    assert main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy"), "--split-file", str(path / "splits.npz"),
+                 "--bootstrap", "5", "--num-splits", "3"]) == 0
     output = capsys.readouterr().out
     rows = table_rows(output)
-    assert list(rows) == ["forget", "retain", "validation"]
-    for name, indices in splits.items():
-        assert rows[name] == expected_cells(unlearned, oracle, np.array(indices), bins=10)
-    widths = {len(line) for line in output.strip().splitlines()[1:]}
-    assert len(widths) == 1  # aligned columns
-
-
-def test_cli_with_npz_split_file(margin_files, capsys):
-    path, unlearned, oracle = margin_files
-    np.savez(path / "splits.npz", forget=np.arange(10), retain=np.arange(10, 300))
-    assert main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy"), "--split-file", str(path / "splits.npz")]) == 0
-    rows = table_rows(capsys.readouterr().out)
-    assert rows["forget"] == expected_cells(unlearned, oracle, np.arange(10))
-    assert rows["retain"] == expected_cells(unlearned, oracle, np.arange(10, 300))
-
-
-def test_cli_without_enough_oracles_for_a_noise_floor(margin_files, capsys):
-    path, unlearned, _ = margin_files
-    np.save(path / "one_oracle.npy", np.zeros((1, 300)))
-    assert main(["klom", str(path / "unlearned.npy"), str(path / "one_oracle.npy")]) == 0
-    output = capsys.readouterr().out
-    assert table_rows(output)["all"][-1] == "n/a"
+    splits = {"forget": np.arange(30), "retain": np.arange(30, 300)}
+    expected, _, _ = klom_with_floor(unlearned, oracle, splits, num_splits=3, bootstrap=5)
+    assert list(rows) == [(s, q) for s in splits for q in QUANTITIES]
+    for (name, quantity), cells in rows.items():
+        values = expected[name][quantity]
+        low, high = values["mean_ci95"]
+        assert cells == [str(len(splits[name])), f"{values['p95']:.4f}", f"{values['mean']:.4f}", f"{values['p99']:.4f}",
+                         f"[{low:.4f},", f"{high:.4f}]"]
+    assert len({len(line) for line in output.strip().splitlines()[1:]}) == 1  # aligned columns
+    assert "split reference" in output
 
 
 def test_cli_errors_name_the_bad_input(margin_files, capsys):
-    path, _, _ = margin_files
-    np.save(path / "other.npy", np.zeros((12, 299)))
-    assert main(["klom", str(path / "unlearned.npy"), str(path / "other.npy")]) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and "other.npy" in error and "299" in error and "300" in error
-    assert len(error.strip().splitlines()) == 1
+    path, unlearned, _, _ = margin_files
 
+    def error_of(*args):
+        assert main(["klom", *map(str, args)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and len(error.strip().splitlines()) == 1
+        return error
+
+    np.save(path / "other.npy", np.zeros((10, 299)))
+    error = error_of(path / "unlearned.npy", path / "other.npy")
+    assert "other.npy" in error and "299" in error and "300" in error
+    error = error_of(path / "unlearned.npy", path / "oracle.npy", "--floor-oracles", path / "other.npy")
+    assert "other.npy" in error and "299" in error
+    with_nan = unlearned.copy()
+    with_nan[3, 17] = np.nan
+    np.save(path / "nan.npy", with_nan)
+    error = error_of(path / "nan.npy", path / "oracle.npy")
+    assert "nan.npy" in error and "NaN" in error and "model 3, example 17" in error
+    np.save(path / "three.npy", unlearned[:3])
+    error = error_of(path / "unlearned.npy", path / "oracle.npy", "--floor-oracles", path / "three.npy")
+    assert "three.npy: 3 models" in error and "4" in error
+    np.save(path / "six.npy", unlearned[:6])
+    error = error_of(path / "six.npy", path / "six.npy")
+    assert "six.npy: 6 models" in error and "halves of 3" in error
+    error = error_of(path / "six.npy", path / "oracle.npy")
+    assert "six.npy" in error and "oracle.npy" in error and "seed index" in error
     (path / "bad.json").write_text(json.dumps({"forget": [0, 300]}))
-    assert main(["klom", str(path / "unlearned.npy"), str(path / "oracle.npy"), "--split-file", str(path / "bad.json")]) == 2
-    error = capsys.readouterr().err
+    error = error_of(path / "unlearned.npy", path / "oracle.npy", "--split-file", path / "bad.json")
     assert "bad.json" in error and "forget" in error and "300" in error and "out of range" in error
-
-    assert main(["klom", str(path / "missing.npy"), str(path / "oracle.npy")]) == 2
-    assert "missing.npy" in capsys.readouterr().err
-
+    assert "missing.npy" in error_of(path / "missing.npy", path / "oracle.npy")
     (path / "not_an_array.npy").write_text("hello")
-    assert main(["klom", str(path / "not_an_array.npy"), str(path / "oracle.npy")]) == 2
-    assert "not_an_array.npy" in capsys.readouterr().err
+    assert "not_an_array.npy" in error_of(path / "not_an_array.npy", path / "oracle.npy")
 
 
 @BACKENDS
@@ -286,7 +297,6 @@ def test_threaded_ranges_equal_the_serial_result_and_name_the_global_example(bac
 
 # ---------------------------------------------------------------- floor at the same N, excess and intervals
 
-from diffunlearn.metrics.klom import QUANTITIES, STATISTICS, klom_with_floor, seed_halves  # noqa: E402
 
 SPLITS = {"forget": np.arange(0, 100), "retain": np.arange(100, 400), "validation": np.arange(400, 500)}
 
