@@ -12,12 +12,12 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    seed=r"\d+",
+    seed=naming.FIELDS["seed"],
     step=r"\d+",
-    forget=r"[A-Za-z0-9_-]+",
-    model=r"[A-Za-z0-9_.-]+",
+    forget=naming.FIELDS["forget"],
+    model=naming.MODEL_WILDCARD,
     extractor=r"classifier|inception",
-    method=r"do_nothing|ga|gd|ascent_descent|prune_fine_tune|sparsified|retrain",
+    method=naming.FIELDS["method"],
 
 
 include: "workflow/rules/data.smk"

@@ -12,9 +12,8 @@ pruned model is still a plain ``UNet2DModel`` checkpoint that diffusers loads.
 """
 from __future__ import annotations
 
-METHODS = ("do_nothing", "ga", "gd", "ascent_descent", "prune_fine_tune", "sparsified", "retrain")
-# Methods that run an ``unlearn`` job of their own for each forget set.
-FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "sparsified")
+# The method names, and which of them fine-tune in a job of their own: diffunlearn.naming (METHODS,
+# FINE_TUNING_METHODS); the objective and the data each one reads: below.
 
 
 def objective(method: str, hp: dict):

@@ -22,7 +22,7 @@ rule init_model:
     input:
         data=MODEL_DATA,
     output:
-        directory(f"{R}/models/init.s{{seed}}/checkpoint-0"),
+        directory(f"{MODELS['init']}/checkpoint-0"),
     params:
         model=config["model"],
         diffusion=config["diffusion"],
@@ -43,12 +43,12 @@ rule train_subset:
     input:
         data=MODEL_DATA,
         subsets=rules.draw_subsets.output[0],
-        **({"source": final_checkpoint(f"pruned.s{ATTR['train_seed']}")} if "sparsified" in ATTR["methods"] else {}),
+        **({"source": final_checkpoint(naming.pruned(ATTR["train_seed"]))} if "sparsified" in ATTR["methods"] else {}),
     output:
-        checkpoint=directory(f"{R}/models/attr.{{method}}.{{subset}}.s{{seed}}/checkpoint-{{step}}"),
-        cost=f"{R}/models/attr.{{method}}.{{subset}}.s{{seed}}/cost.{{step}}.json",
+        checkpoint=directory(f"{MODELS['attr']}/checkpoint-{{step}}"),
+        cost=f"{MODELS['attr']}/cost.{{step}}.json",
     wildcard_constraints:
-        subset=r"d\d+|lds\d+",
+        subset=naming.FIELDS["subset"],
     params:
         train=training_params(),
         hp=ATTR["sparsified"],

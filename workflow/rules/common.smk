@@ -6,6 +6,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from snakemake.exceptions import WorkflowError
 
+from diffunlearn import naming
 from diffunlearn.config import ConfigError, checkpoint_steps, export_pythonpath, validate_config, load_schema
 
 export_pythonpath(os.path.join(workflow.basedir, "src"))
@@ -25,7 +26,6 @@ TRAIN_STEPS = checkpoint_steps(config["train"])
 UNLEARN = config["unlearning"]
 METHODS = UNLEARN["methods"]
 UNLEARN_FORGET = UNLEARN["forget_sets"] if UNLEARN["forget_sets"] is not None else list(FORGET)
-FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "sparsified")
 ATTR = config["attribution"]
 # Latent diffusion (latents.smk): the models train on VQ-VAE latents of the prepared images, and sampling
 # decodes with the VQ-VAE copy written beside them. MODEL_DATA is what training, unlearning and margins read.
@@ -85,31 +85,27 @@ def training_params(parallel=False):
 # A model id names a trained (or unlearned) network; its checkpoints live in R/models/<model>/checkpoint-<step>.
 
 
+# Model names and their kinds: diffunlearn.naming. MODELS: the rules' output patterns of each kind of model.
+MODELS = {kind: f"{R}/models/{template}" for kind, template in naming.TEMPLATES.items()}
+
+
 def trained_models():
-    models = [f"original.s{s}" for s in SEEDS]
-    models += [f"oracle.{f}.s{s}" for f in FORGET for s in SEEDS]
+    models = [naming.original(s) for s in SEEDS]
+    models += [naming.oracle(f, s) for f in FORGET for s in SEEDS]
     return models
 
 
-def unlearned_model(method, forget, seed):
-    """The model id that plays 'unlearned' for a method (do_nothing: the original; retrain: the oracle)."""
-    if method == "do_nothing":
-        return f"original.s{seed}"
-    if method == "retrain":
-        return f"oracle.{forget}.s{seed}"
-    if method == "prune_fine_tune":
-        return f"pruned.s{seed}"
-    return f"unlearn.{method}.{forget}.s{seed}"
+unlearned_model = naming.unlearned
 
 
 def unlearned_models():
     """Models created by unlearning jobs (sampled and evaluated at their final checkpoint)."""
     out = []
     for m in METHODS:
-        if m in FINE_TUNING_METHODS:
+        if m in naming.FINE_TUNING_METHODS:
             out += [unlearned_model(m, f, s) for f in UNLEARN_FORGET for s in SEEDS]
     if "prune_fine_tune" in METHODS:
-        out += [f"pruned.s{s}" for s in SEEDS]
+        out += [naming.pruned(s) for s in SEEDS]
     return out
 
 
@@ -117,25 +113,14 @@ def all_models():
     return trained_models() + unlearned_models()
 
 
-def model_method(model):
-    if model.startswith(("unlearn.", "attr.")):
-        return model.split(".")[1]
-    return "prune_fine_tune" if model.startswith("pruned.") else None
-
-
-def model_family(model):
-    """'original', 'oracle.<forget>' or 'unlearn.<method>.<forget>': the model id without its seed."""
-    return model.rsplit(".s", 1)[0]
-
-
-def model_seed(model):
-    return int(model.rsplit(".s", 1)[1])
+model_method, model_family, model_seed = naming.method, naming.family, naming.seed
 
 
 def model_steps(model):
-    if model.startswith("init."):
+    kind = naming.parse(model).kind
+    if kind == "init":
         return [0]
-    if model.startswith("attr."):
+    if kind == "attr":
         return [ATTR["sparsified"]["steps"] if model_method(model) == "sparsified" else config["train"]["steps"]]
     method = model_method(model)
     return [UNLEARN[method]["steps"]] if method else TRAIN_STEPS
@@ -187,16 +172,17 @@ def report_outputs():
 
 def attribution_models():
     ts = ATTR["train_seed"]
-    return [f"attr.{m}.d{i}.s{ts}" for m in ATTR["methods"] for i in range(ATTR["num_subsets"])]
+    return [naming.attributed(m, naming.subset("masks", i), ts) for m in ATTR["methods"] for i in range(ATTR["num_subsets"])]
 
 
 def attribution_endpoints():
     """The empty model (random initialisation) and the full model (the original) of the Shapley regression."""
-    return [f"init.s{ATTR['train_seed']}", f"original.s{ATTR['train_seed']}"]
+    return [naming.init(ATTR["train_seed"]), naming.original(ATTR["train_seed"])]
 
 
 def lds_models():
-    return [f"attr.retrain.lds{i}.s{s}" for i in range(ATTR["lds"]["num_subsets"]) for s in ATTR["lds"]["seeds"]]
+    return [naming.attributed("retrain", naming.subset("heldout", i), s)
+            for i in range(ATTR["lds"]["num_subsets"]) for s in ATTR["lds"]["seeds"]]
 
 
 def behaviour_inputs(models):
@@ -214,7 +200,7 @@ def attribute_inputs(wc):
     return {
         **behaviour_inputs(models),
         "costs": [cost_file(m) for m in attribution_models()],
-        "shared_costs": [cost_file(f"pruned.s{ATTR['train_seed']}")] if "sparsified" in ATTR["methods"] else [],
+        "shared_costs": [cost_file(naming.pruned(ATTR["train_seed"]))] if "sparsified" in ATTR["methods"] else [],
     }
 
 
@@ -238,20 +224,20 @@ def klom_report_outputs():
 def unlearn_source(wc):
     """sparsified starts from the pruned-and-fine-tuned model, every other method from the original."""
     if wc.method == "sparsified":
-        return final_checkpoint(f"pruned.s{wc.seed}")
-    return final_checkpoint(f"original.s{wc.seed}")
+        return final_checkpoint(naming.pruned(wc.seed))
+    return final_checkpoint(naming.original(wc.seed))
 
 
 def klom_inputs(wc):
     unlearned = [unlearned_model(wc.method, wc.forget, s) for s in SEEDS]
     costs = {
         "do_nothing": [],
-        "retrain": [f"{R}/models/oracle.{wc.forget}.s{s}/cost.json" for s in SEEDS],
+        "retrain": [cost_file(naming.oracle(wc.forget, s)) for s in SEEDS],
     }.get(wc.method, [cost_file(m) for m in unlearned])
-    shared = [cost_file(f"pruned.s{s}") for s in SEEDS] if wc.method == "sparsified" else []
+    shared = [cost_file(naming.pruned(s)) for s in SEEDS] if wc.method == "sparsified" else []
     return {
         "unlearned": [f"{R}/margins/{m}.npy" for m in unlearned],
-        "oracle": [f"{R}/margins/oracle.{wc.forget}.s{s}.npy" for s in SEEDS],
+        "oracle": [f"{R}/margins/{naming.oracle(wc.forget, s)}.npy" for s in SEEDS],
         "forget": f"{R}/forget_sets/{wc.forget}.json",
         "info": rules.prepare_data.output.info,
         "costs": costs,

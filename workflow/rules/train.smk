@@ -2,8 +2,8 @@ rule train_original:
     input:
         data=MODEL_DATA,
     output:
-        *[directory(f"{R}/models/original.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
-        cost=f"{R}/models/original.s{{seed}}/cost.json",
+        *[directory(f"{MODELS['original']}/checkpoint-{s}") for s in TRAIN_STEPS],
+        cost=f"{MODELS['original']}/cost.json",
     params:
         train=training_params(parallel=True),
         model=config["model"],
@@ -27,8 +27,8 @@ rule train_oracle:
         data=MODEL_DATA,
         forget=f"{R}/forget_sets/{{forget}}.json",
     output:
-        *[directory(f"{R}/models/oracle.{{forget}}.s{{seed}}/checkpoint-{s}") for s in TRAIN_STEPS],
-        cost=f"{R}/models/oracle.{{forget}}.s{{seed}}/cost.json",
+        *[directory(f"{MODELS['oracle']}/checkpoint-{s}") for s in TRAIN_STEPS],
+        cost=f"{MODELS['oracle']}/cost.json",
     params:
         train=training_params(parallel=True),
         model=config["model"],

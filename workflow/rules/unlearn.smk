@@ -4,8 +4,8 @@ rule unlearn:
         forget=f"{R}/forget_sets/{{forget}}.json",
         source=unlearn_source,
     output:
-        checkpoint=directory(f"{R}/models/unlearn.{{method}}.{{forget}}.s{{seed}}/checkpoint-{{step}}"),
-        cost=f"{R}/models/unlearn.{{method}}.{{forget}}.s{{seed}}/cost.{{step}}.json",
+        checkpoint=directory(f"{MODELS['unlearn']}/checkpoint-{{step}}"),
+        cost=f"{MODELS['unlearn']}/cost.{{step}}.json",
     params:
         method="{method}",  # the wildcard, as a string pattern (no per-job function)
         hp=lambda wc: UNLEARN[wc.method],
@@ -29,10 +29,10 @@ rule unlearn:
 rule prune_fine_tune:
     input:
         data=MODEL_DATA,
-        source=final_checkpoint("original.s{seed}"),
+        source=f"{MODELS['original']}/checkpoint-{TRAIN_STEPS[-1]}",
     output:
-        checkpoint=directory(f"{R}/models/pruned.s{{seed}}/checkpoint-{{step}}"),
-        cost=f"{R}/models/pruned.s{{seed}}/cost.{{step}}.json",
+        checkpoint=directory(f"{MODELS['pruned']}/checkpoint-{{step}}"),
+        cost=f"{MODELS['pruned']}/cost.{{step}}.json",
     params:
         method="prune_fine_tune",
         hp=UNLEARN["prune_fine_tune"],

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from diffunlearn import naming
 from diffunlearn.attribution.experiment import behaviour_value, estimate, plot_top_bottom
 from diffunlearn.data import load_dataset
 from diffunlearn.snakemake_io import JobLog
@@ -30,7 +31,7 @@ table.to_csv(out.behaviours, index=False)
 by_model = table.set_index("model")
 scores = []
 for method in a["methods"]:
-    ids = [m for m in p.models if m.startswith(f"attr.{method}.d")]
+    ids = naming.subset_models(p.models, method)
     for b in a["behaviours"]:
         values = by_model.loc[ids, b].to_numpy()
         v_empty, v_full = by_model.loc[p.empty_model, b], by_model.loc[p.full_model, b]

@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 
+from diffunlearn import naming
 from diffunlearn.data import write_json_atomic
 from diffunlearn.evaluate import load_extractor, score_samples
 from diffunlearn.snakemake_io import JobLog, job_device
@@ -22,8 +23,7 @@ if str(reference["weights_sha256"]) != extractor.weights_sha256:
     raise RuntimeError(f"{snakemake.input.reference} was computed with other {wc.extractor} weights; re-run reference_stats")
 t0 = time.time()
 scores = score_samples(extractor, samples, reference, batch_size=m["batch_size"], is_splits=m["is_splits"], pr_k=m["pr_k"])
-family, seed = wc.model.rsplit(".s", 1)  # model ids end in .s<seed>; the family is the rest
-record = {"model": wc.model, "step": int(wc.step), "family": family, "seed": int(seed), **scores,
+record = {"model": wc.model, "step": int(wc.step), "family": naming.family(wc.model), "seed": naming.seed(wc.model), **scores,
           "feature_extractor": wc.extractor, "weights_sha256": extractor.weights_sha256,
           "weights_path": str(extractor.weights_path), "reference": str(reference["reference"]),
           "train_wall_seconds": training.get("train_wall_seconds"), "train_device": training.get("train_device"),

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from diffunlearn import naming
 from diffunlearn.attribution.experiment import behaviour_value, lds_rows, lds_sizes, plot_lds
 from diffunlearn.snakemake_io import JobLog
 
@@ -20,10 +21,10 @@ for i, model in enumerate(p.heldout_models):
     held[model] = {b: behaviour_value(b, metric, margins, n_train) for b in a["behaviours"]}
 rows = []
 for method in a["methods"]:
-    ids = [m for m in behaviours.index if m.startswith(f"attr.{method}.d")]
+    ids = naming.subset_models(behaviours.index, method)
     for b in a["behaviours"]:
         values = behaviours.loc[ids, b].to_numpy()
-        actual = np.array([[held[f"attr.retrain.lds{i}.s{s}"][b] for i in range(len(heldout))] for s in a["lds"]["seeds"]])
+        actual = np.array([[held[naming.attributed("retrain", naming.subset("heldout", i), s)][b] for i in range(len(heldout))] for s in a["lds"]["seeds"]])
         v_empty, v_full = behaviours.loc[p.empty_model, b], behaviours.loc[p.full_model, b]
         for est in a["estimators"]:
             try:

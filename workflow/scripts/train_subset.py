@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 
+from diffunlearn import naming
 from diffunlearn.attribution.removal import units_to_examples
 from diffunlearn.data import load_model_inputs, write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
@@ -13,7 +14,7 @@ log = JobLog(snakemake)
 p, wc = snakemake.params, snakemake.wildcards
 images = load_model_inputs(snakemake.input.data)["train"]  # images, or their latents
 with np.load(snakemake.input.subsets, allow_pickle=False) as z:
-    kind, index = ("heldout", int(wc.subset[3:])) if wc.subset.startswith("lds") else ("masks", int(wc.subset[1:]))
+    kind, index = naming.parse_subset(wc.subset)
     kept_units = z[kind][index]
     keep = units_to_examples(kept_units, z["unit_of_example"])
 log(f"{wc.method} on subset {wc.subset}: {int(kept_units.sum())}/{len(kept_units)} units, {int(keep.sum())} examples")
