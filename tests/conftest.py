@@ -52,10 +52,16 @@ def write_config(path, cfg) -> Path:
     return path
 
 
-def run_snakemake(workdir, configfile, *args, check=True):
+def snakemake_command(workdir, configfile, *args):
+    """The command line and environment of a local run (the default workflow profile applies)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), "--cores", "2", *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return cmd, env
+
+
+def run_snakemake(workdir, configfile, *args, check=True):
+    cmd, env = snakemake_command(workdir, configfile, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -65,7 +71,11 @@ def run_snakemake(workdir, configfile, *args, check=True):
 def planned_jobs(workdir, configfile, *args) -> dict:
     """Rule -> number of jobs a dry-run plans (empty when nothing is to be done)."""
     proc = run_snakemake(workdir, configfile, "-n", *args)
-    out = proc.stdout + proc.stderr
+    return planned_jobs_of(proc.stdout + proc.stderr)
+
+
+def planned_jobs_of(out: str) -> dict:
+    """Rule -> number of jobs in the job-count table of a dry-run's output."""
     counts = {}
     in_table = False
     for line in out.splitlines():

@@ -1,4 +1,6 @@
 import copy
+import subprocess
+import sys
 
 import pytest
 
@@ -90,4 +92,72 @@ def test_evaluate_seeds_must_be_training_seeds():
     cfg = tiny_config("r")
     cfg["sampling"]["evaluate_seeds"] = [0, 7]
     with pytest.raises(ConfigError, match=r"sampling\.evaluate_seeds\[1\]: seed 7 is not in seeds \[0\]"):
+        validate_config(cfg)
+
+
+def _user_dry_run(checkout, *args):
+    """``snakemake -n ARGS`` typed in a checkout of the repository (a tmp folder linking to its parts)."""
+    for part in ("Snakefile", "workflow", "config", "profiles", "src", "envs"):
+        if not (checkout / part).exists():
+            (checkout / part).symlink_to(ROOT / part)
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=checkout, capture_output=True, text=True)
+
+
+def _dry_run_counts(checkout, *args):
+    from conftest import planned_jobs_of
+
+    proc = _user_dry_run(checkout, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return planned_jobs_of(proc.stdout + proc.stderr)
+
+
+def test_config_seeds_list_on_the_command_line_plans_two_seeds(tmp_path):
+    three = _dry_run_counts(tmp_path)  # the embedded default: seeds [0, 1, 2]
+    two = _dry_run_counts(tmp_path, "--config", "seeds=[0,1]")
+    assert (three["train_original"], two["train_original"]) == (3, 2)
+    for rule in ("train_oracle", "margins", "sample", "evaluate", "unlearn", "prune_fine_tune"):
+        assert two[rule] * 3 == three[rule] * 2 > 0, rule
+    for rule in ("prepare_data", "make_forget_sets", "klom", "report"):
+        assert two[rule] == three[rule], rule
+
+
+def test_config_string_that_does_not_parse_names_its_key(tmp_path):
+    proc = _user_dry_run(tmp_path, "--config", "seeds=[0,x]")
+    assert proc.returncode != 0
+    assert "config error at seeds[1]: 'x' is not of type integer" in proc.stdout + proc.stderr
+
+
+def test_coerce_strings_follows_the_schema():
+    from diffunlearn.config import coerce_strings, load_schema
+
+    schema = load_schema()
+    cfg = {"seeds": ["0", "1"], "device": "cpu", "experiment": "12",
+           "train": {"lr": "1e-4", "steps": "+20", "grad_clip": "null", "compile": "true", "channels_last": "auto",
+                     "mixed_precision": "no"},
+           "data": {"max_examples": "~", "validation_fraction": "0.5"},
+           "margins": {"timesteps": ["0", "10"]},
+           "sampling": {"evaluate_seeds": ["1"]},
+           "forget_sets": [{"id": "7", "kind": "class", "label": "7"}],
+           "resources": {"train": {"gpu": "1", "gpu_model": "null"}}}
+    coerce_strings(cfg, schema)
+    assert cfg["seeds"] == [0, 1] and all(type(s) is int for s in cfg["seeds"])
+    assert cfg["experiment"] == "12" and cfg["device"] == "cpu"  # strings where the schema wants strings
+    assert cfg["train"] == {"lr": 1e-4, "steps": 20, "grad_clip": None, "compile": True, "channels_last": "auto",
+                            "mixed_precision": "no"}
+    assert cfg["data"] == {"max_examples": None, "validation_fraction": 0.5}
+    assert cfg["margins"]["timesteps"] == [0, 10] and cfg["sampling"]["evaluate_seeds"] == [1]
+    assert cfg["forget_sets"] == [{"id": "7", "kind": "class", "label": 7}]
+    assert cfg["resources"]["train"] == {"gpu": 1, "gpu_model": None}
+
+
+@pytest.mark.parametrize("value", ["x", "1.5", "nan", "1e999", "0x10", "yes"])
+def test_coerce_strings_leaves_what_does_not_parse_for_the_schema(value):
+    from diffunlearn.config import coerce_strings
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "b": {"type": "boolean"}}}
+    assert coerce_strings({"n": value}, schema) == {"n": value}
+    assert coerce_strings({"b": value}, schema) == {"b": value}
+    cfg = tiny_config("r")
+    cfg["train"]["steps"] = value
+    with pytest.raises(ConfigError, match=rf"^config error at train\.steps: '{value}' is not of type integer$"):
         validate_config(cfg)

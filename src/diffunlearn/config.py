@@ -5,7 +5,9 @@ Errors are one line that names the key's path (``train.lr``), so a typo is found
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +63,77 @@ def _format_error(err) -> str:
     return f"config error at {_key_path(path)}: {err.message}"
 
 
+_NOT_PARSED = object()
+_SCALAR_PARSERS = {  # a string's value as the schema's type, where it parses cleanly (YAML 1.2 core spellings)
+    "null": lambda s: None if s.strip() in ("null", "Null", "NULL", "~", "") else _NOT_PARSED,
+    "boolean": lambda s: {"true": True, "false": False}.get(s.strip().lower(), _NOT_PARSED),
+    "integer": lambda s: int(s) if re.fullmatch(r"\s*[-+]?[0-9]+\s*", s) else _NOT_PARSED,
+    "number": lambda s: _finite_float(s),
+}
+
+
+def _finite_float(s: str):
+    try:
+        v = float(s)
+    except ValueError:
+        return _NOT_PARSED
+    return v if math.isfinite(v) else _NOT_PARSED
+
+
+def _types(schema: dict) -> list:
+    t = schema.get("type")
+    return [t] if isinstance(t, str) else list(t or [])
+
+
+def _in_enum(value, schema: dict) -> bool:
+    return "enum" not in schema or any(value == e and type(value) is type(e) for e in schema["enum"])
+
+
+def _coerce_string(value: str, schema: dict):
+    """As a YAML file would read it, where the schema allows that type; else the string (e.g. 'auto', '12' for a
+    string key)."""
+    branches = schema.get("oneOf") or schema.get("anyOf") or [schema]
+    for b in branches:
+        for t in ("null", "boolean", "integer", "number"):
+            if t in _types(b):
+                v = _SCALAR_PARSERS[t](value)
+                if v is not _NOT_PARSED and _in_enum(v, b):
+                    return v
+    return value
+
+
+def coerce_strings(instance, schema: dict):
+    """``instance`` with string scalars turned into the schema's type (integer, number, boolean, null) where they
+    parse cleanly, through objects (properties / additionalProperties), arrays (items) and oneOf / anyOf;
+    dicts and lists are changed in place. Snakemake parses lists and mappings given with ``--config`` with
+    YAML's BaseLoader, so ``--config seeds=[0,1]`` arrives as ``['0', '1']``. A string that does not parse
+    is left as it is, for the schema to reject by name."""
+    if isinstance(instance, str):
+        return _coerce_string(instance, schema)
+    branches = schema.get("oneOf") or schema.get("anyOf") or [schema]
+    if isinstance(instance, dict):
+        for b in (b for b in branches if "properties" in b or isinstance(b.get("additionalProperties"), dict)):
+            props, extra = b.get("properties", {}), b.get("additionalProperties")
+            for key, value in instance.items():
+                sub = props.get(key, extra if isinstance(extra, dict) else None)
+                if sub is not None:
+                    instance[key] = coerce_strings(value, sub)
+            break
+    elif isinstance(instance, list):
+        for b in (b for b in branches if isinstance(b.get("items"), dict)):
+            instance[:] = [coerce_strings(v, b["items"]) for v in instance]
+            break
+    return instance
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
-    """Validate ``config`` in place, filling defaults; raise :class:`ConfigError` naming the key."""
+    """Validate ``config`` in place, filling defaults; raise :class:`ConfigError` naming the key.
+    Strings where the schema wants a number, boolean or null are converted first when they parse
+    (:func:`coerce_strings`: values given with ``snakemake --config``)."""
     import jsonschema
 
     schema = schema or load_schema()
+    coerce_strings(config, schema)
     base = jsonschema.validators.validator_for(schema)
     validator = _with_defaults(base)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
