@@ -179,3 +179,46 @@ def test_margin_noise_distribution():
     counts = np.bincount(timesteps.ravel() // 100, minlength=10)
     assert counts.min() > 0.8 * counts.mean()  # each tenth of [0, T) gets its share of 8000 draws
     assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1) < 0.01
+
+
+def test_margin_timesteps_range_and_stratified():
+    indices = np.arange(500)
+    uniform_t, uniform_noise = margin_noise(indices, 4, (1, 2, 2), T, seed=3)
+    # "uniform" is the default: the same draws as before the option existed
+    explicit_t, explicit_noise = margin_noise(indices, 4, (1, 2, 2), T, seed=3, timesteps="uniform")
+    np.testing.assert_array_equal(explicit_t, uniform_t)
+    ranged_t, ranged_noise = margin_noise(indices, 4, (1, 2, 2), T, seed=3, timesteps=[10, 199])
+    assert ranged_t.min() >= 10 and ranged_t.max() <= 199
+    assert set(np.unique(ranged_t // 19)) >= set(range(1, 10))  # spread over the range
+    np.testing.assert_array_equal(ranged_noise, uniform_noise)  # the noise stream does not change
+    strat_t, _ = margin_noise(indices, 4, (1, 2, 2), T, seed=3, timesteps="stratified")
+    for k in range(4):
+        assert strat_t[:, k].min() >= 250 * k and strat_t[:, k].max() < 250 * (k + 1)
+        assert strat_t[:, k].max() - strat_t[:, k].min() > 200
+    one_t, _ = margin_noise(indices, 4, (1, 2, 2), T, seed=3, timesteps=[7, 7])
+    assert (one_t == 7).all()
+    for bad in ([5, 4], [0, T], "lowhigh", [1, 2, 3]):
+        with pytest.raises(ValueError, match="margins.timesteps"):
+            margin_noise(indices, 4, (1, 2, 2), T, seed=3, timesteps=bad)
+
+
+def test_compute_margins_with_a_timestep_range_matches_the_definition(examples):
+    x0, indices = examples
+    unet = tiny_unet(0)
+    got = compute_margins(unet, x0, indices, ALPHAS_CUMPROD, num_pairs=3, seed=5, batch_size=8, timesteps=[0, 99])
+    default = compute_margins(unet, x0, indices, ALPHAS_CUMPROD, num_pairs=3, seed=5, batch_size=8)
+    assert not np.allclose(got, default)
+    unet.eval()
+    expected = []
+    with torch.no_grad():
+        for example, index in zip(x0, indices):
+            timesteps, noise = margin_noise(np.array([index]), 3, tuple(x0.shape[1:]), T, 5, timesteps=[0, 99])
+            losses = []
+            for t, eps in zip(timesteps[0], torch.from_numpy(noise[0])):
+                alpha_bar = float(ALPHAS_CUMPROD[t])
+                noisy = math.sqrt(alpha_bar) * example + math.sqrt(1 - alpha_bar) * eps
+                losses.append(float(((eps - unet(noisy[None].float(), torch.tensor([int(t)])).sample[0]) ** 2).mean()))
+            expected.append(-np.mean(losses))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="margins.timesteps"):
+        compute_margins(unet, x0, indices, ALPHAS_CUMPROD, num_pairs=3, timesteps=[0, 5000])

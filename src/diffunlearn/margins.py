@@ -29,10 +29,13 @@ def margin_noise(
     sample_shape: tuple[int, int, int],
     num_train_timesteps: int,
     seed: int,
+    timesteps: str | list | tuple = "uniform",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The (t, eps) pairs of some examples: timesteps int64 [P, K] uniform in [0, T), noise float32 [P, K, C, H, W].
+    """The (t, eps) pairs of some examples: timesteps int64 [P, K], noise float32 [P, K, C, H, W].
 
-    Row i depends only on (seed, example_indices[i]); pair k of a row only on k as well.
+    ``timesteps``: "uniform" (uniform in [0, T)), [lo, hi] (uniform in lo..hi inclusive) or "stratified" (t_k
+    uniform in the k-th of K equal bins of [0, T)). Row i depends only on (seed, example_indices[i]); pair k of
+    a row only on k as well, except under "stratified", where the bins depend on K.
     """
     indices = _example_index_array(example_indices)
     if int(num_pairs) != num_pairs or num_pairs < 1:
@@ -42,6 +45,7 @@ def margin_noise(
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed!r}")
     sample_shape = tuple(int(size) for size in sample_shape)
+    t_low, t_high = timestep_bounds(timesteps, num_pairs, num_train_timesteps)
     timesteps = np.empty((indices.size, num_pairs), dtype=np.int64)
     noise = np.empty((indices.size, num_pairs, *sample_shape), dtype=np.float32)
 
@@ -57,11 +61,28 @@ def margin_noise(
         counter[:] = 0
         counter[3] = _TIMESTEP_STREAM
         bit_generator.state = state
-        timesteps[row] = generator.integers(0, num_train_timesteps, size=num_pairs, dtype=np.int64)
+        timesteps[row] = generator.integers(t_low, t_high, size=num_pairs, dtype=np.int64)
         counter[3] = _NOISE_STREAM
         bit_generator.state = state
         generator.standard_normal(dtype=np.float32, out=noise[row])
     return timesteps, noise
+
+
+def timestep_bounds(timesteps, num_pairs: int, num_train_timesteps: int):
+    """(low, high) for ``Generator.integers``: scalars, or per-pair arrays [K] under "stratified"."""
+    if timesteps == "uniform":
+        return 0, num_train_timesteps
+    if timesteps == "stratified":
+        if num_pairs > num_train_timesteps:
+            raise ValueError(f"margins.timesteps: stratified needs num_pairs <= {num_train_timesteps} timesteps, got {num_pairs}")
+        edges = np.arange(num_pairs + 1, dtype=np.int64) * num_train_timesteps // num_pairs
+        return edges[:-1], edges[1:]
+    if isinstance(timesteps, (list, tuple)) and len(timesteps) == 2 and all(isinstance(t, (int, np.integer)) for t in timesteps):
+        low, high = (int(t) for t in timesteps)
+        if 0 <= low <= high < num_train_timesteps:
+            return low, high + 1
+    raise ValueError(f"margins.timesteps must be 'uniform', 'stratified' or [lo, hi] with 0 <= lo <= hi < "
+                     f"{num_train_timesteps}, got {timesteps!r}")
 
 
 def compute_margins(
@@ -78,6 +99,7 @@ def compute_margins(
     compile: bool = False,
     channels_last: bool = False,
     noise_workers: int | None = None,
+    timesteps: str | list | tuple = "uniform",
 ) -> np.ndarray:
     """Margins float64 [P] of the examples ``x0`` [P, C, H, W] (model space) under ``unet``.
 
@@ -119,6 +141,8 @@ def compute_margins(
         dtype = parameter.dtype if parameter is not None else torch.float32
 
     n_examples, sample_shape = indices.size, tuple(x0.shape[1:])
+    timestep_choice = timesteps  # the name is reused for each chunk's timesteps below
+    timestep_bounds(timestep_choice, num_pairs, len(alphas_cumprod))  # a bad choice fails before any forward
     n_inputs = n_examples * num_pairs
     alphas_cumprod = alphas_cumprod.to(device=device, dtype=torch.float32)
     losses = torch.empty(n_inputs, dtype=torch.float64, device=device)
@@ -131,7 +155,8 @@ def compute_margins(
     def chunk_noise(first, last):
         """Host arrays (timesteps [last-first], noise [last-first, C, H, W]) of the inputs first..last."""
         first_example, end_example = first // num_pairs, (last - 1) // num_pairs + 1
-        timesteps, noise = margin_noise(indices[first_example:end_example], num_pairs, sample_shape, len(alphas_cumprod), seed)
+        timesteps, noise = margin_noise(indices[first_example:end_example], num_pairs, sample_shape, len(alphas_cumprod), seed,
+                                        timestep_choice)
         in_chunk = slice(first - first_example * num_pairs, last - first_example * num_pairs)
         return timesteps.reshape(-1)[in_chunk], noise.reshape(-1, *sample_shape)[in_chunk]
 

@@ -7,6 +7,7 @@ kind        form                                   what it is
 ==========  =====================================  ==================================================
 original    ``original.s<k>``                      trained on the whole training split
 oracle      ``oracle.<forget>.s<k>``               retrained from scratch without a forget set
+oracle2     ``oracle2.<forget>.s<k>``              a second, independent set of oracles (klom.reference: extra)
 unlearn     ``unlearn.<method>.<forget>.s<k>``     the original, fine-tuned by an unlearning method
 pruned      ``pruned.s<k>``                        the original, pruned and fine-tuned (once per seed)
 attr        ``attr.<method>.<subset>.s<k>``        trained on an attribution subset (``d<i>``: draw i,
@@ -28,9 +29,9 @@ import re
 from typing import NamedTuple
 
 # Every unlearning method the workflow knows, in the schema's order.
-METHODS = ("do_nothing", "ga", "gd", "ascent_descent", "prune_fine_tune", "sparsified", "retrain")
+METHODS = ("do_nothing", "ga", "gd", "ascent_descent", "fine_tune_all", "prune_fine_tune", "sparsified", "retrain")
 # Methods that fine-tune in an ``unlearn`` job of their own for each forget set.
-FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "sparsified")
+FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "fine_tune_all", "sparsified")
 # Methods whose unlearned model is a model of another kind (no unlearn.<method>.<forget> model of their own).
 _STANDS_FOR = {"do_nothing": "original", "retrain": "oracle", "prune_fine_tune": "pruned"}
 # How attribution trains its subset models.
@@ -51,6 +52,7 @@ TEMPLATES = {
     "pruned": "pruned.s{seed}",
     "attr": "attr.{method}.{subset}.s{seed}",
     "init": "init.s{seed}",
+    "oracle2": "oracle2.{forget}.s{seed}",
 }
 # Any model name, as a wildcard constraint.
 MODEL_WILDCARD = r"[A-Za-z0-9_.-]+"
@@ -125,6 +127,11 @@ def original(seed) -> str:
 
 def oracle(forget: str, seed) -> str:
     return model_name("oracle", forget=forget, seed=seed)
+
+
+def oracle2(forget: str, seed) -> str:
+    """A model of the second, independent oracle set of a forget set (the floor of klom.reference: extra)."""
+    return model_name("oracle2", forget=forget, seed=seed)
 
 
 def pruned(seed) -> str:

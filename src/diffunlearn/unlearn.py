@@ -25,7 +25,7 @@ def objective(method: str, hp: dict):
     if method == "ascent_descent":
         a, d = hp["ascent_steps"], hp["descent_steps"]
         return lambda step: [("forget", -1.0)] if step % (a + d) < a else [("retain", 1.0)]
-    if method == "prune_fine_tune":
+    if method in ("prune_fine_tune", "fine_tune_all"):  # fine_tune_all: gd's fine-tuning on all data, a control
         return lambda step: [("train", 1.0)]
     raise ValueError(f"method {method!r} has no fine-tuning objective")
 
@@ -33,7 +33,7 @@ def objective(method: str, hp: dict):
 def sources_of(method: str) -> tuple[str, ...]:
     """The data a method's objective reads."""
     return {"ga": ("forget",), "gd": ("retain",), "sparsified": ("retain",), "ascent_descent": ("forget", "retain"),
-            "prune_fine_tune": ("train",)}[method]
+            "prune_fine_tune": ("train",), "fine_tune_all": ("train",)}[method]
 
 
 def _resnet_blocks(unet):

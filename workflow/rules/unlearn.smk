@@ -60,7 +60,9 @@ rule margins:
     output:
         f"{R}/margins/{{model}}.npy",
     params:
-        margins={k: v for k, v in config["margins"].items() if k not in ("threads", "compile", "channels_last")},
+        # timesteps: a param only when not "uniform", so that margins computed before the option stay valid
+        margins={k: v for k, v in config["margins"].items()
+                 if k not in ("threads", "compile", "channels_last") and (k, v) != ("timesteps", "uniform")},
         diffusion=config["diffusion"],
         device=config["device"],
     log:

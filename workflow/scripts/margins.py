@@ -22,7 +22,8 @@ fast = dict(compile=resolve_compile(speed.get("compile", "auto"), device, unet, 
             channels_last=resolve_switch(speed.get("channels_last", "auto"), device))
 log("fast path: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in fast.items()))
 values = compute_margins(unet, to_model_space(images), np.arange(len(images)), alphas_cumprod,
-                         num_pairs=cfg["num_pairs"], seed=cfg["seed"], batch_size=cfg["batch_size"], device=device, **fast)
+                         num_pairs=cfg["num_pairs"], seed=cfg["seed"], batch_size=cfg["batch_size"], device=device,
+                         timesteps=cfg.get("timesteps", "uniform"), **fast)
 log(f"{len(values)} margins, mean {values.mean():.5f}")
 tmp = snakemake.output[0] + ".tmp.npy"
 np.save(tmp, values)

@@ -15,7 +15,7 @@ if method == "prune_fine_tune":
 else:
     forget = load_forget_set(snakemake.input.forget)
     keep = retain_mask(len(train_images), forget)
-    sources = {"forget": train_images[forget], "retain": train_images[keep]}
+    sources = {"forget": train_images[forget], "retain": train_images[keep], "train": train_images}
     log(f"{method}: forget {len(forget)}, retain {int(keep.sum())} examples")
 sources = {k: sources[k] for k in sources_of(method)}
 
