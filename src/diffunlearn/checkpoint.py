@@ -14,25 +14,18 @@ nothing that could run code is unpickled.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+
+from diffunlearn.io import sha256_file
 
 MANIFEST = "manifest.json"
 
 
 class CorruptCheckpointError(RuntimeError):
     pass
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_manifest(folder: Path) -> None:

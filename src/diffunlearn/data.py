@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# The file helpers live in diffunlearn.io; these names stay importable from here for existing callers.
+from diffunlearn.io import IMAGE_EXTENSIONS, list_image_files, save_npz_atomic, write_json_atomic  # noqa: F401
 
 
 class DataError(ValueError):
@@ -57,20 +58,6 @@ def load_torchvision_source(source: str, root: str | None, download: bool) -> tu
     if data.ndim == 3:
         data = data[..., None]
     return data.astype(np.uint8), np.asarray(ds.targets, dtype=np.int64)
-
-
-def list_image_files(root: str) -> list[Path]:
-    """Image files under ``root`` at any depth, by extension (any case), sorted; hidden files and folders
-    (names starting with '.', e.g. macOS ``._x.jpg`` resource forks) are left out."""
-    root = Path(root)
-    files = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).parts
-        if any(part.startswith(".") for part in rel):
-            continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            files.append(p)
-    return sorted(files)
 
 
 def _to_8bit(im):
@@ -243,24 +230,6 @@ def prepare_dataset(data_cfg: dict, log=print) -> dict[str, np.ndarray]:
     if classes is not None:
         out["class_names"] = np.array(classes, dtype=str)
     return out
-
-
-def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
-    """np.savez to a temporary name in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def load_dataset(path: str | os.PathLike) -> dict[str, np.ndarray]:

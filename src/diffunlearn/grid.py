@@ -19,14 +19,13 @@ def image_grid(images: np.ndarray, ncols: int | None = None) -> np.ndarray:
 
 
 def save_png(path, image_hwc: np.ndarray, upscale: int = 1) -> None:
-    import os
-
     from PIL import Image
+
+    from diffunlearn.io import atomic_path
 
     img = image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
     pil = Image.fromarray(img)
     if upscale > 1:
         pil = pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    pil.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pil.save(tmp)

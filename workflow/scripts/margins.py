@@ -3,6 +3,7 @@ import numpy as np
 
 from diffunlearn.checkpoint import load_ema_unet
 from diffunlearn.data import load_model_inputs, to_model_space
+from diffunlearn.io import save_npy_atomic
 from diffunlearn.margins import compute_margins
 from diffunlearn.models import build_scheduler
 from diffunlearn.sample import resolve_compile, resolve_switch
@@ -25,8 +26,4 @@ values = compute_margins(unet, to_model_space(images), np.arange(len(images)), a
                          num_pairs=cfg["num_pairs"], seed=cfg["seed"], batch_size=cfg["batch_size"], device=device,
                          timesteps=cfg.get("timesteps", "uniform"), **fast)
 log(f"{len(values)} margins, mean {values.mean():.5f}")
-tmp = snakemake.output[0] + ".tmp.npy"
-np.save(tmp, values)
-import os  # noqa: E402
-
-os.replace(tmp, snakemake.output[0])
+save_npy_atomic(snakemake.output[0], values)

@@ -7,7 +7,6 @@ Inception rows, since the two scales are not comparable.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -74,16 +73,12 @@ def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, val_ima
 def save_classifier(folder, model, info: dict) -> None:
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    (tmp / "config.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-    if folder.exists():
-        import shutil
+    from diffunlearn.io import atomic_path
 
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(info, indent=1, sort_keys=True))
 
 
 class ClassifierExtractor:
@@ -95,7 +90,7 @@ class ClassifierExtractor:
         import torch  # noqa: F401
         from safetensors.torch import load_file
 
-        from diffunlearn.checkpoint import sha256_file
+        from diffunlearn.io import sha256_file
 
         folder = Path(folder)
         self.info = json.loads((folder / "config.json").read_text())

@@ -172,12 +172,12 @@ def _trace_sqrt_product_checked(sigma1, sigma2):
 
 def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, **extra) -> Path:
     """Write pytorch-fid-compatible statistics (``mu``, ``sigma``; extra keys allowed, e.g. ``num_samples``)."""
+    from diffunlearn.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, mu=np.asarray(mu, dtype=np.float64), sigma=np.asarray(sigma, dtype=np.float64),
-                        **{k: np.asarray(v) for k, v in extra.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, mu=np.asarray(mu, dtype=np.float64), sigma=np.asarray(sigma, dtype=np.float64),
+                            **{k: np.asarray(v) for k, v in extra.items()})
     return path
 
 

@@ -11,18 +11,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-# pytorch-fid's extensions plus a few common ones; matched case-insensitively
-IMAGE_EXTENSIONS = {"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp", "gif"}
+from diffunlearn.io import IMAGE_EXTENSIONS, list_image_files
+
 SAMPLES_KEY = "images"
-
-
-def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (recursive by default), sorted by path."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"not a folder: {folder}")
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS and p.is_file())
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -77,7 +68,7 @@ class ImageSource:
     def __init__(self, path: str | os.PathLike, recursive: bool = True):
         self.path = Path(path)
         if self.path.is_dir():
-            self.files = list_images(self.path, recursive)
+            self.files = list_image_files(self.path, recursive)
             if not self.files:
                 raise ValueError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {self.path}")
             self.samples = None

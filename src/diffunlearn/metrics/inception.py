@@ -12,9 +12,7 @@ torch-fidelity and the original TF Inception Score code (improved-GAN) feed to t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import tempfile
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from diffunlearn.io import atomic_path, sha256_file
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -50,26 +50,11 @@ def missing_weights_message(path: Path | None = None) -> str:
     )
 
 
-def sha256_of_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _download(url: str, dest: Path, timeout: float = 30.0) -> None:
     """Download ``url`` to ``dest`` atomically; raises OSError (URLError included) when offline."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            while block := resp.read(1 << 20):
-                out.write(block)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        while block := resp.read(1 << 20):
+            out.write(block)
 
 
 def resolve_weights(weights: str | os.PathLike | None = None, download: bool = True) -> Path:
@@ -279,4 +264,4 @@ def load_inception(weights: str | os.PathLike | None = None, device=None, downlo
     trunk = trunk.eval().requires_grad_(False).to(device)
     if device.type == "cpu":
         trunk = trunk.to(memory_format=torch.channels_last)
-    return InceptionExtractor(trunk, path, sha256_of_file(path), device)
+    return InceptionExtractor(trunk, path, sha256_file(path), device)
