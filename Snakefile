@@ -27,6 +27,7 @@ include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/speedup.smk"
 include: "workflow/rules/report.smk"
 
 

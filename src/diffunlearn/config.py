@@ -205,6 +205,19 @@ def check_semantics(config: dict) -> None:
         raise ConfigError(
             f"config error at train.checkpoint_every: {t['checkpoint_every']} is larger than train.steps ({t['steps']})"
         )
+    from diffunlearn.weighting import resolve
+
+    study = config.get("speedup") or {}
+    blocks = [("train", t)] + [(f"speedup.schemes.{n}", b) for n, b in (study.get("schemes") or {}).items()]
+    for where, block in blocks:
+        for key in ("timesteps", "loss_weighting"):
+            try:
+                resolve(block.get(key), key)
+            except ValueError as exc:
+                raise ConfigError(str(exc).replace("at train.", f"at {where}.")) from None
+    ext = study.get("feature_extractor")
+    if ext is not None and ext not in config["metrics"]["feature_extractors"]:
+        raise ConfigError(f"config error at speedup.feature_extractor: {ext!r} is not in metrics.feature_extractors")
     m = config["model"]
     for c in m["block_out_channels"]:
         if c % m["norm_num_groups"]:

@@ -13,6 +13,8 @@ pruned      ``pruned.s<k>``                        the original, pruned and fine
 attr        ``attr.<method>.<subset>.s<k>``        trained on an attribution subset (``d<i>``: draw i,
                                                    ``lds<i>``: held-out subset i of the LDS)
 init        ``init.s<k>``                          the random initialisation (attribution's empty model)
+speedup     ``speedup.<scheme>.s<k>``              an original trained with the timestep / loss-weighting scheme
+                                                   speedup.schemes.<scheme> (the training speed-up study)
 ==========  =====================================  ==================================================
 
 A family is a name without its seed (``oracle.f0``); the seeds of a family are its repeats.
@@ -43,6 +45,7 @@ FIELDS = {
     "forget": r"[A-Za-z0-9_-]+",
     "method": "|".join(METHODS),
     "subset": r"d\d+|lds\d+",
+    "scheme": r"[A-Za-z0-9_-]+",
 }
 # The form of each kind of name: a str.format template that is also the rules' wildcard pattern.
 TEMPLATES = {
@@ -52,6 +55,7 @@ TEMPLATES = {
     "pruned": "pruned.s{seed}",
     "attr": "attr.{method}.{subset}.s{seed}",
     "init": "init.s{seed}",
+    "speedup": "speedup.{scheme}.s{seed}",
     "oracle2": "oracle2.{forget}.s{seed}",
 }
 # Any model name, as a wildcard constraint.
@@ -70,6 +74,7 @@ class ModelName(NamedTuple):
     method: str | None = None
     forget: str | None = None
     subset: str | None = None
+    scheme: str | None = None
 
     @property
     def family(self) -> str:
@@ -140,6 +145,11 @@ def pruned(seed) -> str:
 
 def init(seed) -> str:
     return model_name("init", seed=seed)
+
+
+def speedup(scheme: str, seed) -> str:
+    """An original of the speed-up study, trained with speedup.schemes.<scheme>."""
+    return model_name("speedup", scheme=scheme, seed=seed)
 
 
 def attributed(method: str, subset: str, seed) -> str:

@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 from diffunlearn import naming
 from diffunlearn.config import ConfigError, checkpoint_steps, export_pythonpath, validate_config, load_schema
+from diffunlearn.weighting import job_params
 
 export_pythonpath(os.path.join(workflow.basedir, "src"))
 
@@ -72,10 +73,12 @@ def rule_resources(family, processes=1):
 TRAIN_PROCESSES = config["train"]["num_processes"]
 
 
-def training_params(parallel=False):
+def training_params(parallel=False, train=None):
     """The train config as job params. num_processes only for the data-parallel training rules (parallel=True)
-    and only when above 1, so that its default leaves the params, and so existing results, as they were."""
-    t = {k: v for k, v in config["train"].items() if k not in ("threads", "num_processes")}
+    and only when above 1, so that its default leaves the params, and so existing results, as they were.
+    train.timesteps / train.loss_weighting: left out when uniform (the default), resolved with every parameter
+    of their scheme otherwise (diffunlearn.weighting.job_params)."""
+    t = job_params({k: v for k, v in (train or config["train"]).items() if k not in ("threads", "num_processes")})
     if parallel and TRAIN_PROCESSES > 1:
         t["num_processes"] = TRAIN_PROCESSES
     return t
@@ -109,8 +112,16 @@ def unlearned_models():
     return out
 
 
+# The training speed-up study (speedup.smk): one model per scheme and seed, beside the originals (its baseline).
+SPEEDUP = config["speedup"]["schemes"]
+
+
+def speedup_models():
+    return [naming.speedup(name, s) for name in SPEEDUP for s in SEEDS]
+
+
 def all_models():
-    return trained_models() + unlearned_models()
+    return trained_models() + unlearned_models() + speedup_models()
 
 
 model_method, model_family, model_seed = naming.method, naming.family, naming.seed
@@ -167,7 +178,7 @@ def report_outputs():
         f"{R}/report/best_scores.csv",
         f"{R}/report/fid_vs_step.png",
         f"{R}/report/is_vs_step.png",
-    ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs() + attribution_report_outputs()
+    ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs() + attribution_report_outputs() + speedup_report_outputs()
 
 
 def attribution_models():
@@ -213,6 +224,12 @@ def attribution_report_outputs():
 
 def klom_summaries():
     return [f"{R}/klom/{m}.{f}.json" for m in METHODS for f in UNLEARN_FORGET]
+
+
+def speedup_report_outputs():
+    if not SPEEDUP:
+        return []
+    return [f"{R}/report/speedup.csv", f"{R}/report/fid_vs_seconds.png", f"{R}/report/speedup_fid_vs_step.png"]
 
 
 def klom_report_outputs():
