@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -56,7 +55,7 @@ def load_vqvae(source: str, subfolder: str | None = "vqvae", local_files_only: b
         f"latents.vqvae: cannot load the VQ-VAE {what} from the Hugging Face hub or its cache ({first}), and there "
         f"is no local folder of that name; offline, download it once where there is a network (huggingface-cli "
         f"download {source}" + (f" --include '{subfolder}/*'" if subfolder else "") + ") or set latents.vqvae to a "
-        f"local folder"
+        "local folder"
     ) from None
 
 
@@ -197,7 +196,3 @@ def load_vqvae_copy(folder):
     from diffusers import VQModel
 
     return VQModel.from_pretrained(str(folder))
-
-
-def read_identity(path) -> dict:
-    return json.loads(Path(path).read_text())
