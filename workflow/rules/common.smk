@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 from diffunlearn import naming
 from diffunlearn.config import ConfigError, checkpoint_steps, export_pythonpath, validate_config, load_schema
+from diffunlearn.seeding import model_rng_seed
 from diffunlearn.weighting import job_params
 
 export_pythonpath(os.path.join(workflow.basedir, "src"))
@@ -96,6 +97,14 @@ def trained_models():
     models = [naming.original(s) for s in SEEDS]
     models += [naming.oracle(f, s) for f in FORGET for s in SEEDS]
     return models
+
+
+KLOM_EXTRA = config["klom"]["reference"] == "extra"
+
+
+def floor_oracles(forget):
+    """klom.reference extra: the second, independent set of N oracles of a forget set (only their margins are used)."""
+    return [naming.oracle2(forget, s) for s in SEEDS] if KLOM_EXTRA else []
 
 
 unlearned_model = naming.unlearned
@@ -247,6 +256,8 @@ def unlearn_source(wc):
 
 def klom_inputs(wc):
     unlearned = [unlearned_model(wc.method, wc.forget, s) for s in SEEDS]
+    if wc.method == "retrain" and KLOM_EXTRA:  # retrain = an independent set of oracles: the floor's own
+        unlearned = floor_oracles(wc.forget)
     costs = {
         "do_nothing": [],
         "retrain": [cost_file(naming.oracle(wc.forget, s)) for s in SEEDS],
@@ -255,6 +266,7 @@ def klom_inputs(wc):
     return {
         "unlearned": [f"{R}/margins/{m}.npy" for m in unlearned],
         "oracle": [f"{R}/margins/{naming.oracle(wc.forget, s)}.npy" for s in SEEDS],
+        "floor_oracles": [f"{R}/margins/{m}.npy" for m in floor_oracles(wc.forget)],
         "forget": f"{R}/forget_sets/{wc.forget}.json",
         "info": rules.prepare_data.output.info,
         "costs": costs,

@@ -2,6 +2,7 @@
 import os
 
 from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
+from diffunlearn.seeding import training_rng_seed
 from diffunlearn.snakemake_io import JobLog, job_device
 from diffunlearn.train import TrainRun, train_data_parallel
 
@@ -17,7 +18,8 @@ if "forget" in snakemake.input.keys():
     log(f"oracle: training on the {len(train_images)} retained examples ({len(forget)} forgotten)")
 run = TrainRun(
     out_dir=os.path.dirname(snakemake.output.cost), sources={"train": train_images},
-    train_cfg=p.train, model_cfg=p.model, diffusion_cfg=p.diffusion, seed=int(snakemake.wildcards.seed),
+    train_cfg=p.train, model_cfg=p.model, diffusion_cfg=p.diffusion,
+    seed=training_rng_seed(os.path.basename(os.path.dirname(snakemake.output.cost))),  # oracles: their family's own seed
     device=job_device(p.device),
 )
 summary = train_data_parallel(run, p.train.get("num_processes", 1), log=log)  # 1: run_training in this process
