@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from diffunlearn.config import validate_config
-
 from conftest import ROOT, tiny_config
+from diffunlearn.config import validate_config
 
 SCRIPT = textwrap.dedent("""
     import json, sys, torch

@@ -156,18 +156,29 @@ def metric_vs_step_figure(records: pd.DataFrame, metric: str, ylabel: str):
     return fig
 
 
-KLOM_COLUMNS = ["method", "forget_set", "split", "n", "p95", "mean", "p99", "floor_p95", "floor_mean", "floor_p99",
-                "n_unlearned", "n_oracle", "cost_steps", "cost_examples_seen", "cost_wall_seconds", "shared_wall_seconds",
-                "cost_device"]
+KLOM_COLUMNS = ["method", "forget_set", "split", "n", "reference", "direction", "n_unlearned", "n_oracle",
+                "n_floor_oracles"] + [f"{q}_{s}{end}" for q in ("klom", "floor", "excess") for s in ("p95", "mean", "p99")
+                                      for end in ("", "_low", "_high")] + [
+                "cost_steps", "cost_examples_seen", "cost_wall_seconds", "shared_wall_seconds", "cost_device"]
 
 
 def klom_table(summary_paths) -> pd.DataFrame:
+    """report/klom.csv: one row per method, forget set and split (docs/outputs.md lists the columns)."""
     rows = [r for p in summary_paths for r in json.load(open(p))]
     table = pd.DataFrame(rows)
     return table[[c for c in KLOM_COLUMNS if c in table] + [c for c in table if c not in KLOM_COLUMNS]]
 
 
-def plot_klom_per_method(table: pd.DataFrame, path) -> None:
+def _interval_bars(ax, xs, table, column, **kwargs):
+    """Points with the 95 % interval columns ``<column>_low`` / ``_high`` as error bars."""
+    values = table[column].to_numpy(dtype=float)
+    low, high = table[f"{column}_low"].to_numpy(dtype=float), table[f"{column}_high"].to_numpy(dtype=float)
+    yerr = np.vstack([np.maximum(values - low, 0), np.maximum(high - values, 0)])
+    ax.errorbar(xs, values, yerr=yerr, fmt="o", capsize=3, **kwargs)
+
+
+def plot_klom_per_method(table: pd.DataFrame, path, stat: str = "mean") -> None:
+    """Per forget set, each method's excess KLOM (KLOM - floor at the same N) per split, with 95 % intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,15 +192,13 @@ def plot_klom_per_method(table: pd.DataFrame, path) -> None:
         methods = list(dict.fromkeys(sub["method"]))
         width = 0.8 / len(splits)
         for j, split in enumerate(splits):
-            vals = [sub[(sub.method == m) & (sub.split == split)]["p95"].mean() for m in methods]
-            xs = np.arange(len(methods)) + (j - 1) * width
-            ax.bar(xs, vals, width, label=split)
-            floor = sub[sub.split == split]["floor_p95"].mean()
-            ax.hlines(floor, xs.min() - width / 2, xs.max() + width / 2, colors="k", linestyles="--", linewidth=0.8)
+            rows = sub[sub.split == split].set_index("method").reindex(methods)
+            _interval_bars(ax, np.arange(len(methods)) + (j - 1) * width, rows, f"excess_{stat}", label=split)
+        ax.axhline(0.0, color="k", linestyle="--", linewidth=0.8)
         ax.set_xticks(np.arange(len(methods)))
         ax.set_xticklabels(methods, rotation=30, ha="right")
-        ax.set_ylabel("KLOM P95 (nats)")
-        ax.set_title(f"forget set {fs} (dashed: oracle floor)")
+        ax.set_ylabel(f"excess KLOM, {stat} over examples (nats)")
+        ax.set_title(f"forget set {fs}: KLOM - floor at the same N (95 % intervals over models)", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -197,6 +206,7 @@ def plot_klom_per_method(table: pd.DataFrame, path) -> None:
 
 
 def plot_cost_vs_klom(table: pd.DataFrame, path) -> None:
+    """Compute per unlearned model against the forget split's mean excess KLOM, with its 95 % interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,11 +214,12 @@ def plot_cost_vs_klom(table: pd.DataFrame, path) -> None:
 
     sub = table[table["split"] == "forget"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, g in sub.groupby("method"):
-        ax.scatter(g["cost_wall_seconds"] + g["shared_wall_seconds"], g["p95"], label=method, s=40)
+    for method, g in sub.groupby("method", sort=False):
+        _interval_bars(ax, g["cost_wall_seconds"] + g["shared_wall_seconds"], g, "excess_mean", label=method)
+    ax.axhline(0.0, color="k", linestyle="--", linewidth=0.8)
     ax.set_xlabel("wall seconds per unlearned model (incl. shared pruning)")
-    ax.set_ylabel("forget-split KLOM P95 (nats)")
-    ax.set_title("cost vs KLOM")
+    ax.set_ylabel("forget-split mean excess KLOM (nats)")
+    ax.set_title("cost vs excess KLOM (0: as good as retraining, at this N)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

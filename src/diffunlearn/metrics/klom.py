@@ -533,3 +533,34 @@ def _summary(point, draws, splits, confidence):
                 entry[quantity][f"{stat}_ci95"] = [float(low[i, j, k]), float(high[i, j, k])]
         summary[name] = entry
     return summary
+
+
+def summary_rows(summary: dict) -> list[dict]:
+    """One flat row per split of a :func:`klom_with_floor` summary: split, n, and for q in klom / floor / excess
+    and s in p95 / mean / p99 the columns ``q_s``, ``q_s_low`` and ``q_s_high`` (the 95 % interval)."""
+    rows = []
+    for split, entry in summary.items():
+        row = {"split": split, "n": entry["n"]}
+        for quantity in QUANTITIES:
+            for stat in STATISTICS:
+                row[f"{quantity}_{stat}"] = entry[quantity][stat]
+                row[f"{quantity}_{stat}_low"], row[f"{quantity}_{stat}_high"] = entry[quantity][f"{stat}_ci95"]
+        rows.append(row)
+    return rows
+
+
+def models_per_side_warning(n_unlearned: int, n_oracle: int, n_floor: int | None, recommended: int = 32) -> str | None:
+    """A warning when a side of the comparison has fewer than ``recommended`` models (None otherwise)."""
+    per_side = min(n_unlearned, n_oracle) // 2 if n_floor is None else min(n_unlearned, n_oracle, n_floor)
+    if per_side >= recommended:
+        return None
+    reference = "split reference: halves of the seeds" if n_floor is None else "extra reference"
+    return (f"warning: KLOM compares {per_side} models per side ({reference}), fewer than {recommended}: its plug-in "
+            f"estimate is strongly biased upward at small N and only the excess over the floor can be read")
+
+
+def nan_summary(splits: dict[str, np.ndarray]) -> dict:
+    """A :func:`klom_with_floor` summary with every value NaN: for a run with too few models to read KLOM."""
+    nan = float("nan")
+    return {name: {"n": int(len(idx)), **{q: {k: v for s in STATISTICS for k, v in ((s, nan), (f"{s}_ci95", [nan, nan]))}
+                                          for q in QUANTITIES}} for name, idx in splits.items()}
