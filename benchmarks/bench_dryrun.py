@@ -185,7 +185,7 @@ def main(argv=None) -> int:
 
             stats = pstats.Stats(str(prof))
             entries = []
-            for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
+            for (filename, line, func), (_cc, nc, tt, ct, _) in stats.stats.items():
                 entries.append((ct, tt, nc, filename, line, func))
             print("\ntop functions defined in workflow/ (cumulative s, own s, calls):")
             ours_entries = sorted((e for e in entries if "workflow/rules" in e[3] or e[3].endswith("Snakefile")),

@@ -29,8 +29,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_sample import (  # noqa: E402
-    DIFFUSION, MODELS, Side, add_common_arguments, compare, describe_peak, describe_processes, machine, model_config,
-    peak_flops, report, setup_process,
+    DIFFUSION,
+    MODELS,
+    Side,
+    add_common_arguments,
+    compare,
+    describe_peak,
+    describe_processes,
+    machine,
+    model_config,
+    peak_flops,
+    report,
+    setup_process,
 )
 
 EXAMPLES = {"default": 512, "32px": 32, "cifar10": 4096}

@@ -39,7 +39,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_sample import (  # noqa: E402
-    MODELS, Side, add_common_arguments, compare, describe_processes, machine, model_config, setup_process,
+    MODELS,
+    Side,
+    add_common_arguments,
+    compare,
+    describe_processes,
+    machine,
+    model_config,
+    setup_process,
 )
 
 DEFAULT_BATCH = {"default": 64, "32px": 16, "cifar10": 128}

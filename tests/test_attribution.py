@@ -22,7 +22,6 @@ from diffunlearn.attribution.removal import (
     units_to_examples,
 )
 
-
 # ---------------------------------------------------------------- removal distributions
 
 def kernel_shap_size_weights(n):

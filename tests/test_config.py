@@ -1,11 +1,11 @@
-import copy
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, run_snakemake, tiny_config, write_config
 from diffunlearn.config import ConfigError, checkpoint_steps, load_config, validate_config
+
+from conftest import ROOT, run_snakemake, tiny_config, write_config
 
 
 def test_default_config_validates_and_fills_defaults():

@@ -5,8 +5,15 @@ import pytest
 from PIL import Image
 
 from diffunlearn.config import validate_config
-from diffunlearn.data import (DataError, load_digits_source, make_forget_set, prepare_dataset, read_index_file,
-                              retain_mask, split_indices, to_model_space, to_uint8)
+from diffunlearn.data import (
+    DataError,
+    load_digits_source,
+    make_forget_set,
+    prepare_dataset,
+    retain_mask,
+    to_model_space,
+    to_uint8,
+)
 
 
 def _data_cfg(**kw):

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, tiny_config
 from diffunlearn.config import validate_config
+
+from conftest import ROOT, tiny_config
 
 SCRIPT = textwrap.dedent("""
     import json, sys, torch

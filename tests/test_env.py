@@ -1,6 +1,5 @@
 """envs/diffunlearn.yaml is a lock: every dependency of pyproject.toml pinned exactly, within its specifier."""
 import tomllib
-
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name

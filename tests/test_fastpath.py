@@ -11,7 +11,6 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from conftest import tiny_config
 from diffunlearn.config import validate_config
 from diffunlearn.data import load_digits_source, to_model_space, to_uint8
 from diffunlearn.flops import cpu_peak_flops, gpu_peak_flops, mfu, train_step_flops
@@ -19,6 +18,8 @@ from diffunlearn.margins import compute_margins
 from diffunlearn.models import build_scheduler, build_unet
 from diffunlearn.sample import ddpm_coefficients, ddpm_step_, initial_noise, sample_images
 from diffunlearn.train import TrainRun, fast_path, run_training
+
+from conftest import tiny_config
 
 DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 MODEL = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "attention_resolutions": [4],

@@ -5,8 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from diffunlearn.io import (atomic_path, list_image_files, save_npy_atomic, save_npz_atomic, sha256_file,
-                            write_json_atomic)
+from diffunlearn.io import (
+    atomic_path,
+    list_image_files,
+    save_npy_atomic,
+    save_npz_atomic,
+    sha256_file,
+    write_json_atomic,
+)
 
 
 def test_writers_write_what_numpy_and_json_read_back(tmp_path):

@@ -6,7 +6,13 @@ import pytest
 
 from diffunlearn.cli import main
 from diffunlearn.metrics.klom import (
-    QUANTITIES, STATISTICS, klom_per_example, klom_with_floor, noise_floor, seed_halves, summarize_klom,
+    QUANTITIES,
+    STATISTICS,
+    klom_per_example,
+    klom_with_floor,
+    noise_floor,
+    seed_halves,
+    summarize_klom,
 )
 
 

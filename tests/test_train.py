@@ -1,5 +1,4 @@
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -9,11 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, tiny_config
 from diffunlearn.checkpoint import CorruptCheckpointError, latest_valid_checkpoint, load_ema_unet, verify_checkpoint
 from diffunlearn.config import validate_config
 from diffunlearn.data import load_digits_source
 from diffunlearn.train import TrainRun, run_training
+
+from conftest import ROOT, tiny_config
 
 SCRIPT = textwrap.dedent("""
     import os, sys, json, torch

@@ -141,7 +141,7 @@ def list_checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def latest_valid_checkpoint(folder, fingerprint: str | None = None, log=print) -> Path | None:
     """Newest checkpoint that verifies (and matches the run's fingerprint); corrupt ones are reported."""
-    for step, path in reversed(list_checkpoints(folder)):
+    for _step, path in reversed(list_checkpoints(folder)):
         try:
             verify_checkpoint(path)
         except CorruptCheckpointError as exc:

@@ -9,7 +9,6 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import yaml
 

@@ -89,7 +89,7 @@ def _forms() -> str:
     return ", ".join(t.replace("{", "<").replace("}", ">") for t in TEMPLATES.values())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _regex(kind: str) -> re.Pattern:
     pattern = re.escape(TEMPLATES[kind]).replace(r"\{", "{").replace(r"\}", "}")
     return re.compile(re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>{FIELDS[m[1]]})", pattern))

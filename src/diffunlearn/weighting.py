@@ -160,7 +160,12 @@ def timestep_probs(kind: str, alphas_cumprod, **params):
 
 
 class TimestepSampler:
-    """A fixed distribution over timesteps. Adaptive samplers override ``probs``, ``update`` and the state."""
+    """A fixed distribution over timesteps. Adaptive samplers override ``probs``, ``update`` and the state.
+
+    Also the training engine's sampler protocol (:class:`diffunlearn.objectives.TimestepSampler`): ``observe``
+    is ``update``; ``needs_losses`` says whether the engine must compute per-example losses for it."""
+
+    needs_losses = False
 
     def __init__(self, probs):
         import torch
@@ -186,6 +191,9 @@ class TimestepSampler:
 
     def update(self, timesteps, losses) -> None:
         """Feed back the per-example losses of the drawn timesteps (the whole global batch). Fixed: nothing."""
+
+    def observe(self, timesteps, losses) -> None:
+        self.update(timesteps, losses)
 
     def state_dict(self) -> dict:
         return {}
@@ -214,6 +222,8 @@ def _importance_weights(probs, timesteps):
 
 class ImportanceSampler(TimestepSampler):
     """Improved DDPM's loss-second-moment sampler (see the module docstring)."""
+
+    needs_losses = True
 
     def __init__(self, num_timesteps: int, history: int = 10, uniform_share: float = 0.001):
         super().__init__([1.0 / num_timesteps] * num_timesteps)
@@ -255,6 +265,8 @@ class ImportanceSampler(TimestepSampler):
 
 class LossDecreaseSampler(TimestepSampler):
     """Ours: timesteps where the loss currently falls fastest per visit (see the module docstring)."""
+
+    needs_losses = True
 
     def __init__(self, num_timesteps: int, bins: int = 20, uniform_share: float = 0.3, fast: float = 0.8,
                  slow: float = 0.95, warmup_visits: int = 20, unbiased: bool = False):

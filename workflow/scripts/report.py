@@ -1,9 +1,16 @@
 """report: evaluation_results.csv, best_scores.csv, FID / IS vs step plots, sample grids per family."""
 import numpy as np
 
-from diffunlearn.report import (best_scores, evaluation_table, klom_table, load_records, plot_cost_vs_klom,
-                                plot_klom_per_method, plot_metric_vs_step)
 from diffunlearn.grid import image_grid, save_png
+from diffunlearn.report import (
+    best_scores,
+    evaluation_table,
+    klom_table,
+    load_records,
+    plot_cost_vs_klom,
+    plot_klom_per_method,
+    plot_metric_vs_step,
+)
 from diffunlearn.snakemake_io import JobLog
 
 log = JobLog(snakemake)
@@ -13,7 +20,7 @@ evaluation_table(records).to_csv(out.results, index=False)
 best_scores(records).to_csv(out.best, index=False)
 plot_metric_vs_step(records, "fid", "FID", out.fid)
 plot_metric_vs_step(records, "is_mean", "Inception Score", out.is_)
-for i, (family, samples_path) in enumerate(zip(snakemake.params.families, snakemake.input.grids)):
+for i, samples_path in enumerate(snakemake.input.grids):  # one per family (params.families), in order
     with np.load(samples_path, allow_pickle=False) as z:
         grid = image_grid(z["images"][:64])
     save_png(snakemake.output[i], grid, upscale=max(1, 256 // grid.shape[0]))

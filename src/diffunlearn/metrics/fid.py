@@ -27,7 +27,7 @@ class RunningStats:
         self._sum = np.zeros(self.dim, dtype=np.float64)
         self._outer = np.zeros((self.dim, self.dim), dtype=np.float64)
 
-    def update(self, batch) -> "RunningStats":
+    def update(self, batch) -> RunningStats:
         x = _as_float64_2d(batch)
         if x.shape[1] != self.dim:
             raise ValueError(f"expected rows of dim {self.dim}, got {x.shape[1]}")

@@ -5,9 +5,9 @@ Everything yields uint8 NHWC numpy batches, which is what the Inception extracto
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -218,7 +218,7 @@ class InceptionExtractor:
                         parts = list(pool.map(self._forward, micro))
                     finally:
                         torch.set_num_threads(threads)
-                    yield torch.cat([f for f, _ in parts]), torch.cat([l for _, l in parts])
+                    yield torch.cat([f for f, _ in parts]), torch.cat([lg for _, lg in parts])
 
     def _forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
@@ -231,9 +231,9 @@ class InceptionExtractor:
     def features_and_logits(self, images, batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
         """All features [N,2048] and logits [N,1008] as float64 numpy arrays."""
         feats, logits = [], []
-        for f, l in self.iter_features_and_logits(images, batch_size):
+        for f, lg in self.iter_features_and_logits(images, batch_size):
             feats.append(f.numpy().astype(np.float64))
-            logits.append(l.numpy().astype(np.float64))
+            logits.append(lg.numpy().astype(np.float64))
         if not feats:
             return np.empty((0, FEATURE_DIM)), np.empty((0, NUM_LOGITS))
         return np.concatenate(feats), np.concatenate(logits)
