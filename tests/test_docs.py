@@ -128,3 +128,12 @@ def test_config_reference_is_current():
     assert m, "docs/config.md lost its <!-- BEGIN config-doc --> / <!-- END config-doc --> markers"
     assert m[1] == config_reference_markdown(), (
         "docs/config.md's key table is stale: regenerate it with the snippet under 'Regenerating the table' there")
+
+
+def test_readme_dag_table_lists_every_rule():
+    rules = set()
+    for smk in [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")]:
+        rules |= set(re.findall(r"^rule (\w+):", smk.read_text(encoding="utf-8"), re.MULTILINE))
+    listed = set(re.findall(r"^\| `(\w+)` \|", README.read_text(encoding="utf-8"), re.MULTILINE))
+    missing = sorted(rules - {"all"} - listed)
+    assert not missing, f"rules missing from README.md's DAG table: {missing}"

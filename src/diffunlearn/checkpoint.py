@@ -106,11 +106,11 @@ def load_state(folder: str | os.PathLike) -> dict:
 
 
 def load_ema_unet(folder: str | os.PathLike, verify: bool = True):
-    from diffusers.models.unets.unet_2d import UNet2DModel
+    from diffunlearn.models import unet_class
 
     if verify:
         verify_checkpoint(folder)
-    return UNet2DModel.from_pretrained(Path(folder) / "unet", use_safetensors=True)
+    return unet_class().from_pretrained(Path(folder) / "unet", use_safetensors=True)
 
 
 def load_training_state(folder: str | os.PathLike, raw_unet, ema_unet, verify: bool = True) -> tuple[dict, dict]:

@@ -1,9 +1,12 @@
 """The edge between Snakemake jobs and the package: logging, threads, device. Used by workflow/scripts."""
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
+
+_IMPORTED_AT = time.time()
 
 
 class JobLog:
@@ -17,17 +20,51 @@ class JobLog:
             self._fh = open(self.path, "w", buffering=1)
             sys.stdout = sys.stderr = self._fh
         threads = max(1, int(getattr(snakemake, "threads", 1) or 1))
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         self.gpu = _take_gpu_slot(snakemake)
         if self.gpu is not None:
             self(f"GPU slot {self.gpu}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}")
-        import torch
-
-        torch.set_num_threads(threads)
+        _set_torch_threads(threads)
         self.threads = threads
+        self._ready = False
+        self(f"started: {process_age():.2f}s after process start, {time.process_time():.2f}s CPU")
+        atexit.register(self._done)
 
     def __call__(self, msg: str) -> None:
         print(f"[{time.time() - self.t0:8.1f}s] {msg}", flush=True)
+
+    def ready(self) -> None:
+        """Mark the start of the job's work (inputs read, model built): the end of its start-up.
+        benchmarks/bench_startup.py reads this line and the "done" line written at exit."""
+        if not self._ready:
+            self._ready = True
+            self(f"ready: {process_age():.2f}s after process start, {time.process_time():.2f}s CPU")
+
+    def _done(self) -> None:
+        try:
+            self(f"done: {process_age():.2f}s after process start, {time.process_time():.2f}s CPU")
+        except (ValueError, OSError):  # the log file is already closed
+            pass
+
+
+def process_age() -> float:
+    """Seconds since this process started (from /proc; time since import of this module elsewhere)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time() - _IMPORTED_AT
+
+
+def _set_torch_threads(threads: int) -> None:
+    """The job's intra-op threads, without importing torch: a job that never imports torch does not pay
+    for it; one that does later reads OMP_NUM_THREADS when it starts."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _take_gpu_slot(snakemake):

@@ -21,6 +21,7 @@ extractor = load_extractor(wc.extractor, classifier_dir=snakemake.input.get("cla
                            inception_weights=m["inception_weights"], device=job_device(snakemake.params.device))
 if str(reference["weights_sha256"]) != extractor.weights_sha256:
     raise RuntimeError(f"{snakemake.input.reference} was computed with other {wc.extractor} weights; re-run reference_stats")
+log.ready()
 t0 = time.time()
 scores = score_samples(extractor, samples, reference, batch_size=m["batch_size"], is_splits=m["is_splits"], pr_k=m["pr_k"])
 record = {"model": wc.model, "step": int(wc.step), "family": naming.family(wc.model), "seed": naming.seed(wc.model), **scores,

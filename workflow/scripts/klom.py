@@ -24,6 +24,7 @@ n_train, n_val = info["num_train"], info["num_validation"]
 retain = np.setdiff1d(np.arange(n_train), forget)
 splits = {"forget": forget, "retain": retain, "validation": np.arange(n_train, n_train + n_val)}
 n_floor = None if floor_oracles is None else len(floor_oracles)
+log.ready()
 warning = models_per_side_warning(len(unlearned), len(oracle), n_floor)
 if warning:
     log(warning)

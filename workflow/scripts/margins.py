@@ -22,6 +22,7 @@ speed = snakemake.config["margins"]
 fast = dict(compile=resolve_compile(speed.get("compile", "auto"), device, unet, len(images) * cfg["num_pairs"]),
             channels_last=resolve_switch(speed.get("channels_last", "auto"), device))
 log("fast path: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in fast.items()))
+log.ready()
 values = compute_margins(unet, to_model_space(images), np.arange(len(images)), alphas_cumprod,
                          num_pairs=cfg["num_pairs"], seed=cfg["seed"], batch_size=cfg["batch_size"], device=device,
                          timesteps=cfg.get("timesteps", "uniform"), **fast)

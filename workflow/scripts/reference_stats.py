@@ -11,6 +11,7 @@ if m["reference_size"]:
     images = images[: m["reference_size"]]
 extractor = load_extractor(snakemake.wildcards.extractor, classifier_dir=snakemake.input.get("classifier"),
                            inception_weights=m["inception_weights"], device=job_device(snakemake.params.device))
+log.ready()
 ref = reference_statistics(extractor, images, m["batch_size"])
 log(f"{snakemake.wildcards.extractor}: statistics of {int(ref['count'])} {m['reference_split']} images")
 save_npz_atomic(snakemake.output[0], **ref, weights_sha256=extractor.weights_sha256,

@@ -30,6 +30,7 @@ compile_unet = resolve_compile(cfg.get("compile", "auto"), device, unet, cfg["nu
 fast = dict(compile=compile_unet, cuda_graphs=compile_unet and resolve_switch(cfg.get("cuda_graphs", "auto"), device),
             channels_last=resolve_switch(cfg.get("channels_last", "auto"), device))
 log("fast path: " + ", ".join(f"{k}={'on' if v else 'off'}" for k, v in fast.items()))
+log.ready()
 t0 = time.time()
 images = sample_images(unet, scheduler, cfg["num_samples"], num_inference_steps=cfg["num_inference_steps"],
                        seed=cfg["seed"], batch_size=cfg["batch_size"], eta=cfg["eta"], device=device,
