@@ -171,3 +171,28 @@ def test_bad_scheme_or_parameter_is_a_one_line_error():
         W.make_sampler({"scheme": "fast"}, AC)
     with pytest.raises(ValueError, match=r"train.loss_weighting.lam: not a parameter of scheme 'p2'"):
         W.job_params({"loss_weighting": {"scheme": "p2", "lam": 0.5}})
+
+
+def test_engine_hooks_build_the_configured_sampler_and_weights():
+    from types import SimpleNamespace
+
+    assert W.engine_hooks({"timesteps": {"scheme": "uniform"}}) == {}
+    hooks = W.engine_hooks({"timesteps": {"scheme": "speed"}, "loss_weighting": {"scheme": "p2", "gamma": 0.5}})
+    scheduler = SimpleNamespace(alphas_cumprod=torch.tensor(AC, dtype=torch.float32))
+    np.testing.assert_allclose(hooks["timesteps"](scheduler).probs().numpy(), W.timestep_probs("speed", AC).numpy(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(hooks["weighting"](scheduler).numpy(), 1 / np.sqrt(1 + _snr(AC)), rtol=1e-4)
+    with pytest.raises(ValueError, match="train.timesteps.scheme: 'loss_decrease' learns from the losses"):
+        W.engine_hooks({"timesteps": {"scheme": "loss_decrease"}, "num_processes": 2})
+
+
+def test_term_weights_combine_the_loss_weighting_and_the_importance_weights():
+    from types import SimpleNamespace
+
+    s = _fed_importance()
+    t = torch.tensor([0, 7, 49, 7])
+    lw = torch.linspace(1, 2, 50)
+    ctx = SimpleNamespace(weights=lw, sampler=s)
+    expected = lw[t].double() / (50 * s.probs()[t])
+    np.testing.assert_allclose(W.term_weights(ctx, t).numpy(), expected.numpy(), rtol=1e-6)
+    assert W.term_weights(SimpleNamespace(weights=None, sampler=object()), t) is None

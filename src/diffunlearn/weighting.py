@@ -344,3 +344,41 @@ def effective_share(probs) -> float:
     p = _as_numpy(probs)
     nz = p[p > 0]
     return float(math.exp(-(nz * np.log(nz)).sum()) / len(p))
+
+
+def _sampler_of(cfg, scheduler):
+    return make_sampler(cfg, scheduler.alphas_cumprod)
+
+
+def _weights_of(cfg, prediction_type, scheduler):
+    return make_loss_weights(cfg, scheduler.alphas_cumprod, prediction_type)
+
+
+def engine_hooks(train_cfg: dict) -> dict:
+    """The training engine's ``timesteps`` / ``weighting`` hooks (``TrainRun`` fields, each ``(scheduler) -> ...``)
+    of train.timesteps / train.loss_weighting; a uniform scheme gives no hook (the engine's own default path)."""
+    import functools
+
+    hooks = {}
+    timesteps = resolve(train_cfg.get("timesteps"), "timesteps")
+    if timesteps["scheme"] != "uniform":
+        if train_cfg.get("num_processes", 1) > 1 and make_sampler(timesteps, [0.5, 0.5]).needs_losses:
+            raise ValueError(f"config error at train.timesteps.scheme: {timesteps['scheme']!r} learns from the losses "
+                             "of the whole batch; it needs train.num_processes 1")
+        hooks["timesteps"] = functools.partial(_sampler_of, timesteps)
+    weighting = resolve(train_cfg.get("loss_weighting"), "loss_weighting")
+    if weighting["scheme"] != "uniform":
+        hooks["weighting"] = functools.partial(_weights_of, weighting, "epsilon")
+    return hooks
+
+
+def term_weights(ctx, t):
+    """The weight of each drawn term: the loss weighting ``ctx.weights[t]`` times the sampler's own weight
+    (``weights(t)``, importance samplers); None when neither applies (the plain mean). Read before the sampler
+    observes the step's losses, so the importance weights are those of the distribution t was drawn from."""
+    w = ctx.weights[t] if ctx.weights is not None else None
+    own = getattr(ctx.sampler, "weights", None)
+    if own is None:
+        return w
+    s = own(t)
+    return s if w is None else w * s
