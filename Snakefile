@@ -11,6 +11,10 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
+# The front text of `snakemake --report report.html`: the experiment, its settings, what each section shows.
+report: "workflow/report/workflow.rst"
+
+
 wildcard_constraints:
     seed=naming.FIELDS["seed"],
     step=r"\d+",
