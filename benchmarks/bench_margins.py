@@ -120,7 +120,7 @@ def main() -> None:
 
     from diffunlearn.flops import forward_flops
     from diffunlearn.models import build_unet, count_parameters
-    from diffunlearn.sample import resolve_switch
+    from diffunlearn.speed import resolve_switch
 
     tuned = setup_process(args)
     peak = peak_flops(args)

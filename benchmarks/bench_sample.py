@@ -17,7 +17,7 @@ cores; the cost per step does not depend on the number of steps).
 
 Processes (``--processes``): by default each side runs in its own worker process, started once and
 driven in turn by this one, so that each has the process its library gives it: ours sets glibc's
-allocator to keep freed memory on the CPU (``diffunlearn.sample.tune_cpu_allocator``), the pipeline
+allocator to keep freed memory on the CPU (``diffunlearn.speed.tune_cpu_allocator``), the pipeline
 runs with glibc's defaults, as a diffusers user gets them. ``--processes same`` runs both in this
 process with one allocator setting for both (``--no-malloc-tune``: glibc's defaults for both), which
 isolates what the two loops themselves cost.
@@ -199,7 +199,7 @@ def setup_process(args) -> bool:
     if not args.malloc_tune:
         os.environ["DIFFUNLEARN_MALLOC_TUNE"] = "0"
         return False
-    from diffunlearn.sample import tune_cpu_allocator
+    from diffunlearn.speed import tune_cpu_allocator
 
     return args.device == "cpu" and tune_cpu_allocator()
 
@@ -280,7 +280,7 @@ def main() -> None:
 
     from diffunlearn.flops import forward_flops
     from diffunlearn.models import build_unet, count_parameters
-    from diffunlearn.sample import resolve_switch
+    from diffunlearn.speed import resolve_switch
 
     tuned = setup_process(args)
     peak = peak_flops(args)

@@ -201,7 +201,7 @@ def main() -> None:
 
     from diffunlearn.flops import device_peak_flops, precision_of, train_step_flops
     from diffunlearn.models import build_unet, count_parameters
-    from diffunlearn.train import fast_path
+    from diffunlearn.speed import fast_path
 
     tuned = setup_process(args)
     device = torch.device(args.device)

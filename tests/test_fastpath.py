@@ -17,7 +17,8 @@ from diffunlearn.flops import cpu_peak_flops, gpu_peak_flops, mfu, train_step_fl
 from diffunlearn.margins import compute_margins
 from diffunlearn.models import build_scheduler, build_unet
 from diffunlearn.sample import ddpm_coefficients, ddpm_step_, initial_noise, sample_images
-from diffunlearn.train import TrainRun, fast_path, run_training
+from diffunlearn.speed import fast_path
+from diffunlearn.train import TrainRun, run_training
 
 from conftest import tiny_config
 
@@ -280,19 +281,19 @@ def test_forward_flops_of_a_unet_scale_with_the_batch_and_are_a_third_of_a_train
 
 
 def test_resolve_compile_auto_compiles_on_the_cpu_only_when_the_forwards_outlast_the_threshold(monkeypatch):
-    from diffunlearn import sample
+    from diffunlearn import speed
     from diffunlearn.flops import cpu_peak_flops, forward_flops
 
     unet = tiny_unet()
-    assert sample.resolve_compile(True, "cpu") and not sample.resolve_compile(False, "cuda")
-    assert sample.resolve_compile("auto", "cuda:0", unet, 1)
-    assert not sample.resolve_compile("auto", "mps", unet, 10**12)
+    assert speed.resolve_compile(True, "cpu") and not speed.resolve_compile(False, "cuda")
+    assert speed.resolve_compile("auto", "cuda:0", unet, 1)
+    assert not speed.resolve_compile("auto", "mps", unet, 10**12)
     # the estimate, computed here from its definition: forwards x FLOPs per image at half the CPU's peak
     seconds_per_forward = forward_flops(unet, (1, 1, 8, 8)) / (0.5 * cpu_peak_flops())
-    assert sample.estimated_cpu_seconds(unet, 1000) == pytest.approx(1000 * seconds_per_forward)
-    at_threshold = int(sample.CPU_COMPILE_PAYS_AFTER_S / seconds_per_forward)
-    assert not sample.resolve_compile("auto", "cpu", unet, 128 * 100)  # the embedded default's sample job
-    assert not sample.resolve_compile("auto", "cpu", unet, at_threshold - 10)
-    assert sample.resolve_compile("auto", "cpu", unet, at_threshold + 10)
-    monkeypatch.setattr(sample, "CPU_COMPILE_PAYS_AFTER_S", 0.0)
-    assert sample.resolve_compile("auto", "cpu", unet, 1)
+    assert speed.estimated_cpu_seconds(unet, 1000) == pytest.approx(1000 * seconds_per_forward)
+    at_threshold = int(speed.CPU_COMPILE_PAYS_AFTER_S / seconds_per_forward)
+    assert not speed.resolve_compile("auto", "cpu", unet, 128 * 100)  # the embedded default's sample job
+    assert not speed.resolve_compile("auto", "cpu", unet, at_threshold - 10)
+    assert speed.resolve_compile("auto", "cpu", unet, at_threshold + 10)
+    monkeypatch.setattr(speed, "CPU_COMPILE_PAYS_AFTER_S", 0.0)
+    assert speed.resolve_compile("auto", "cpu", unet, 1)

@@ -13,11 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_config
 from diffunlearn.config import validate_config
 from diffunlearn.data import load_digits_source
 from diffunlearn.train import TrainRun, run_training
 from diffunlearn.unlearn import objective, sources_of
+
+from conftest import tiny_config
 
 PARAMS = ("conv_in.weight", "time_embedding.linear_1.weight", "down_blocks.0.resnets.0.conv1.weight",
           "down_blocks.1.resnets.0.conv1.weight",

@@ -118,28 +118,8 @@ def compute_margins(
     """
     import torch
 
-    x0 = torch.as_tensor(x0)
-    indices = _example_index_array(example_indices)
-    if x0.ndim != 4:
-        raise ValueError(f"x0 must be [examples, channels, height, width], got shape {tuple(x0.shape)}")
-    if x0.shape[0] != indices.size:
-        raise ValueError(f"x0 has {x0.shape[0]} examples but example_indices has {indices.size}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    alphas_cumprod = torch.as_tensor(alphas_cumprod)
-    if alphas_cumprod.ndim != 1:
-        raise ValueError(f"alphas_cumprod must be 1-D [T], got shape {tuple(alphas_cumprod.shape)}")
-    parameter = next(unet.parameters(), None)
-    if device is None:
-        device = parameter.device if parameter is not None else torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cpu":
-        from diffunlearn.sample import tune_cpu_allocator
-
-        tune_cpu_allocator()
-    if dtype is None:
-        dtype = parameter.dtype if parameter is not None else torch.float32
-
+    x0, indices, alphas_cumprod, device, dtype = _checked_inputs(unet, x0, example_indices, alphas_cumprod, batch_size,
+                                                                 device, dtype)
     n_examples, sample_shape = indices.size, tuple(x0.shape[1:])
     timestep_choice = timesteps  # the name is reused for each chunk's timesteps below
     timestep_bounds(timestep_choice, num_pairs, len(alphas_cumprod))  # a bad choice fails before any forward
@@ -160,48 +140,72 @@ def compute_margins(
         in_chunk = slice(first - first_example * num_pairs, last - first_example * num_pairs)
         return timesteps.reshape(-1)[in_chunk], noise.reshape(-1, *sample_shape)[in_chunk]
 
-    prefetch = device.type != "cpu" and len(chunks) > 1
-    pool = None
-    if prefetch:
-        from concurrent.futures import ThreadPoolExecutor
+    # Off the CPU the noise of the next chunks is drawn by host threads while the device runs the current one.
+    workers = noise_workers or min(4, os.cpu_count() or 1) if device.type != "cpu" and len(chunks) > 1 else 0
+    from diffunlearn.speed import fast_inference
 
-        workers = noise_workers or min(4, os.cpu_count() or 1)
-        pool = ThreadPoolExecutor(max_workers=workers)
-        pending = [pool.submit(chunk_noise, *chunk) for chunk in chunks[: workers + 1]]
-    was_training = unet.training
-    unet.eval()
-    if channels_last:
-        unet.to(memory_format=torch.channels_last)
-    model = unet
-    if compile:
-        from diffunlearn.sample import compile_module
-
-        model = compile_module(unet, cuda_graphs=device.type == "cuda", inference=True)
-    try:
-        with torch.inference_mode():
-            for j, (first, last) in enumerate(chunks):
-                if prefetch:
-                    timesteps, noise = pending[j].result()
-                    if len(pending) < len(chunks):
-                        pending.append(pool.submit(chunk_noise, *chunks[len(pending)]))
-                else:
-                    timesteps, noise = chunk_noise(first, last)
-                first_example = first // num_pairs
-                timesteps = torch.from_numpy(timesteps).to(device)
-                noise = torch.from_numpy(noise).to(device)
-                example_of_input = torch.arange(first, last) // num_pairs - first_example
-                end_example = (last - 1) // num_pairs + 1
-                clean = x0[first_example:end_example].to(device=device, dtype=torch.float32)[example_of_input.to(device)]
-                losses[first:last] = _denoising_losses(model, clean, noise, timesteps, alphas_cumprod, dtype, forward_rows,
-                                                       pad=compile, memory_format=memory_format)
-            values = losses.cpu().numpy()  # the only host sync
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if channels_last:
-            unet.to(memory_format=torch.contiguous_format)
-        unet.train(was_training)
+    with fast_inference(unet, compile=compile, cuda_graphs=device.type == "cuda", channels_last=channels_last) as model, \
+            torch.inference_mode():
+        for (first, last), (timesteps, noise) in zip(chunks, _prefetched(chunk_noise, chunks, workers)):
+            first_example = first // num_pairs
+            timesteps = torch.from_numpy(timesteps).to(device)
+            noise = torch.from_numpy(noise).to(device)
+            example_of_input = torch.arange(first, last) // num_pairs - first_example
+            end_example = (last - 1) // num_pairs + 1
+            clean = x0[first_example:end_example].to(device=device, dtype=torch.float32)[example_of_input.to(device)]
+            losses[first:last] = _denoising_losses(model, clean, noise, timesteps, alphas_cumprod, dtype, forward_rows,
+                                                   pad=compile, memory_format=memory_format)
+        values = losses.cpu().numpy()  # the only host sync
     return -values.reshape(n_examples, num_pairs).mean(axis=1)
+
+
+def _checked_inputs(unet, x0, example_indices, alphas_cumprod, batch_size, device, dtype):
+    """compute_margins' arguments checked (one-line errors) and defaulted: x0 and alphas_cumprod as tensors, the
+    indices as uint64, the device and dtype (the unet's unless given)."""
+    import torch
+
+    x0 = torch.as_tensor(x0)
+    indices = _example_index_array(example_indices)
+    if x0.ndim != 4:
+        raise ValueError(f"x0 must be [examples, channels, height, width], got shape {tuple(x0.shape)}")
+    if x0.shape[0] != indices.size:
+        raise ValueError(f"x0 has {x0.shape[0]} examples but example_indices has {indices.size}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    alphas_cumprod = torch.as_tensor(alphas_cumprod)
+    if alphas_cumprod.ndim != 1:
+        raise ValueError(f"alphas_cumprod must be 1-D [T], got shape {tuple(alphas_cumprod.shape)}")
+    parameter = next(unet.parameters(), None)
+    if device is None:
+        device = parameter.device if parameter is not None else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cpu":
+        from diffunlearn.speed import tune_cpu_allocator
+
+        tune_cpu_allocator()
+    if dtype is None:
+        dtype = parameter.dtype if parameter is not None else torch.float32
+    return x0, indices, alphas_cumprod, device, dtype
+
+
+def _prefetched(make, chunks, workers: int):
+    """``make(*chunk)`` for every chunk in order; with ``workers`` > 0 computed ahead by that many threads."""
+    if not workers:
+        for chunk in chunks:
+            yield make(*chunk)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        pending = [pool.submit(make, *chunk) for chunk in chunks[: workers + 1]]
+        for j in range(len(chunks)):
+            result = pending[j].result()
+            if len(pending) < len(chunks):
+                pending.append(pool.submit(make, *chunks[len(pending)]))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _denoising_losses(unet, clean, noise, timesteps, alphas_cumprod, dtype, forward_rows, pad=False, memory_format=None):

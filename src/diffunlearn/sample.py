@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffunlearn.grid import image_grid, save_png  # noqa: F401  (they live in diffunlearn.grid; still importable here)
+from diffunlearn.speed import fast_inference, resolve_compile, resolve_switch, tune_cpu_allocator  # noqa: F401
 
 
 def initial_noise(num_samples: int, shape: tuple[int, int, int], seed: int, start: int = 0, device="cpu"):
@@ -114,93 +115,6 @@ def ddpm_step_(x, eps, coefficients: DDPMCoefficients, i: int, noise=None, work=
     return x
 
 
-_ALLOCATOR_TUNED = False
-
-
-def tune_cpu_allocator() -> bool:
-    """Let glibc keep freed memory for reuse (CPU fast path); returns whether the setting is in effect.
-
-    By default glibc serves blocks of 128 KB and more by mmap and gives them back on free (and trims the
-    heap), so the megabyte-sized activations of a batched UNet forward are page-faulted in anew on every
-    call: thousands of faults per forward, 15-30 % of a CPU forward at a batch of 256 8x8 images. Serving
-    blocks up to 32 MB from the heap and never trimming it removes them; the cost is that the process
-    keeps its peak heap. Process-wide and idempotent; ``DIFFUNLEARN_MALLOC_TUNE=0`` turns it off.
-    """
-    global _ALLOCATOR_TUNED
-    import os
-    import sys
-
-    if _ALLOCATOR_TUNED or os.environ.get("DIFFUNLEARN_MALLOC_TUNE", "1") == "0" or not sys.platform.startswith("linux"):
-        return _ALLOCATOR_TUNED
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        _ALLOCATOR_TUNED = bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):  # not glibc
-        _ALLOCATOR_TUNED = False
-    return _ALLOCATOR_TUNED
-
-
-def resolve_switch(value, device) -> bool:
-    """A fast-path switch of the config: true, false or "auto" (on for CUDA devices, off elsewhere)."""
-    if value in (None, "auto"):
-        return str(device).startswith("cuda")
-    return bool(value)
-
-
-# torch.compile of a UNet takes 10 to 30 s on a CPU and then makes its forward 1.1x (a 32x32 UNet near the
-# CPU's peak) to 1.5x (the embedded default's 8x8 one) faster (BENCHMARKS.md): it pays once a job's forwards
-# would run for minutes, not in the embedded default's few-second jobs.
-CPU_COMPILE_PAYS_AFTER_S = 300.0
-
-
-def estimated_cpu_seconds(unet, inputs: int) -> float:
-    """Seconds of ``inputs`` forwards of ``unet`` (one image each) at half this CPU's fp32 peak."""
-    from diffunlearn.flops import cpu_peak_flops, forward_flops
-
-    channels, size = unet.config.in_channels, unet.config.sample_size
-    return forward_flops(unet, (1, channels, size, size)) * inputs / (0.5 * cpu_peak_flops())
-
-
-def resolve_compile(value, device, unet=None, inputs: int = 0) -> bool:
-    """The compile switch of sampling and margins: true, false or "auto".
-
-    "auto": on for CUDA; on the CPU on when the job's ``inputs`` forwards of ``unet`` are estimated
-    (:func:`estimated_cpu_seconds`) to run longer than ``CPU_COMPILE_PAYS_AFTER_S``; off elsewhere.
-    """
-    if value not in (None, "auto") or str(device).startswith("cuda"):
-        return resolve_switch(value, device)
-    if str(device) != "cpu" or unet is None or inputs <= 0:
-        return False
-    return estimated_cpu_seconds(unet, inputs) > CPU_COMPILE_PAYS_AFTER_S
-
-
-def compile_module(module, *, cuda_graphs: bool = False, inference: bool = False):
-    """``torch.compile`` for one fixed input shape.
-
-    ``cuda_graphs``: replay each call as a CUDA graph (inductor's cudagraphs, as mode "reduce-overhead").
-    ``inference``: the weights do not change (sampling, margins), so inductor may fold them into the graph
-    ("freezing": prepacked convolution weights on the CPU). The backend is inductor unless
-    ``DIFFUNLEARN_COMPILE_BACKEND`` names another (tests use aot_eager, which traces the same graphs
-    without generating code).
-    """
-    import os
-
-    import torch
-
-    backend = os.environ.get("DIFFUNLEARN_COMPILE_BACKEND", "inductor")
-    if backend != "inductor":
-        return torch.compile(module, dynamic=False, backend=backend)
-    options = {}
-    if cuda_graphs:
-        options["triton.cudagraphs"] = True
-    if inference:
-        options["freezing"] = True
-    return torch.compile(module, dynamic=False, options=options or None)
-
-
 def sample_images(unet, scheduler, num_samples: int, *, num_inference_steps: int, seed: int = 0,
                   batch_size: int = 256, eta: float = 0.0, device=None, progress=None,
                   compile: bool = False, cuda_graphs: bool = False, channels_last: bool = False,
@@ -222,53 +136,53 @@ def sample_images(unet, scheduler, num_samples: int, *, num_inference_steps: int
     device = torch.device(device or next(unet.parameters()).device)
     if device.type == "cpu":
         tune_cpu_allocator()
-    unet = unet.to(device).eval()
+    unet = unet.to(device)
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     scheduler.set_timesteps(num_inference_steps)
-    timesteps = scheduler.timesteps.to(device)
-    is_ddim = type(scheduler).__name__ == "DDIMScheduler"
-    fast = fast_ddpm_supported(scheduler)
-    coefficients = ddpm_coefficients(scheduler) if fast else None
+    coefficients = ddpm_coefficients(scheduler) if fast_ddpm_supported(scheduler) else None
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    if channels_last:
-        unet.to(memory_format=torch.channels_last)
-    model = unet
-    if compile:
-        model = compile_module(unet, cuda_graphs=cuda_graphs, inference=True)
     batch_size = min(batch_size, num_samples)
     out = []
-    try:
-        with torch.inference_mode():
-            for b in range(math.ceil(num_samples / batch_size)):
-                start = b * batch_size
-                n = min(batch_size, num_samples - start)
-                rows = batch_size if compile else n  # compiled: every batch has one shape (padding rows at the end)
-                x = torch.zeros((rows, *shape), device=device).contiguous(memory_format=memory_format)
-                x[:n] = initial_noise(n, shape, seed, start=start, device=device)
-                # Ancestral noise of every step is drawn from one generator per batch, seeded by (seed, batch).
-                g = torch.Generator(device=device).manual_seed(seed * 7_777_777 + b)
-                if fast:
-                    noise = torch.zeros((rows, *shape), device=device)  # contiguous: noise[:n] is drawn as randn would
-                    work = torch.empty_like(x)
-                    for i, t in enumerate(timesteps):
-                        eps = model(x, t.expand(rows)).sample
-                        if coefficients.timesteps[i] > 0:
-                            noise[:n].normal_(generator=g)
-                        ddpm_step_(x, eps, coefficients, i, noise=noise, work=work)
-                    x = x[:n]
-                else:
-                    x = x[:n]
-                    for t in timesteps:
-                        x_in = x if rows == n else torch.cat([x, x.new_zeros((rows - n, *shape))])
-                        eps = model(x_in, t.expand(rows)).sample[:n]
-                        if is_ddim:
-                            x = scheduler.step(eps, t, x, eta=eta, generator=g).prev_sample
-                        else:
-                            x = scheduler.step(eps, t, x, generator=g).prev_sample
-                out.append(to_uint8(decode(x) if decode is not None else x))  # latent diffusion: decoded to pixels
-                if progress:
-                    progress(start + n)
-    finally:
-        if channels_last:
-            unet.to(memory_format=torch.contiguous_format)
+    with fast_inference(unet, compile=compile, cuda_graphs=cuda_graphs, channels_last=channels_last) as model, \
+            torch.inference_mode():
+        for b in range(math.ceil(num_samples / batch_size)):
+            start = b * batch_size
+            n = min(batch_size, num_samples - start)
+            rows = batch_size if compile else n  # compiled: every batch has one shape (padding rows at the end)
+            x = torch.zeros((rows, *shape), device=device).contiguous(memory_format=memory_format)
+            x[:n] = initial_noise(n, shape, seed, start=start, device=device)
+            # Ancestral noise of every step is drawn from one generator per batch, seeded by (seed, batch).
+            g = torch.Generator(device=device).manual_seed(seed * 7_777_777 + b)
+            x = _reverse_chain(model, scheduler, coefficients, x, n, g, eta)
+            out.append(to_uint8(decode(x) if decode is not None else x))  # latent diffusion: decoded to pixels
+            if progress:
+                progress(start + n)
     return np.concatenate(out)
+
+
+def _reverse_chain(model, scheduler, coefficients, x, n: int, g, eta: float):
+    """The reverse chain of one batch: ``x`` [rows, C, H, W] (noise in its first n rows, padding after) to the
+    n samples, with the fused DDPM step given its ``coefficients``, else the scheduler's own ``step``."""
+    import torch
+
+    rows, shape = x.shape[0], x.shape[1:]
+    timesteps = scheduler.timesteps.to(x.device)
+    if coefficients is not None:
+        noise = torch.zeros((rows, *shape), device=x.device)  # contiguous: noise[:n] is drawn as randn would
+        work = torch.empty_like(x)
+        for i, t in enumerate(timesteps):
+            eps = model(x, t.expand(rows)).sample
+            if coefficients.timesteps[i] > 0:
+                noise[:n].normal_(generator=g)
+            ddpm_step_(x, eps, coefficients, i, noise=noise, work=work)
+        return x[:n]
+    is_ddim = type(scheduler).__name__ == "DDIMScheduler"
+    x = x[:n]
+    for t in timesteps:
+        x_in = x if rows == n else torch.cat([x, x.new_zeros((rows - n, *shape))])
+        eps = model(x_in, t.expand(rows)).sample[:n]
+        if is_ddim:
+            x = scheduler.step(eps, t, x, eta=eta, generator=g).prev_sample
+        else:
+            x = scheduler.step(eps, t, x, generator=g).prev_sample
+    return x

@@ -4,7 +4,7 @@ import os
 from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
 from diffunlearn.seeding import training_rng_seed
 from diffunlearn.snakemake_io import JobLog, job_device
-from diffunlearn.train import TrainRun, train_data_parallel
+from diffunlearn.train import TrainRun, cost_record, train_data_parallel
 
 log = JobLog(snakemake)
 p = snakemake.params
@@ -24,6 +24,4 @@ run = TrainRun(
 )
 summary = train_data_parallel(run, p.train.get("num_processes", 1), log=log)  # 1: run_training in this process
 log(f"done: {summary['step']} steps, {summary['wall_seconds']:.1f} s on {summary['device']}")
-write_json_atomic(snakemake.output.cost, {
-    "method": "retrain" if "forget" in snakemake.input.keys() else "train", "steps": summary["step"],
-    "examples_seen": summary["examples_seen"], "wall_seconds": summary["wall_seconds"], "device": summary["device"]})
+write_json_atomic(snakemake.output.cost, cost_record("retrain" if "forget" in snakemake.input.keys() else "train", summary))
