@@ -63,7 +63,9 @@ class TimestepSampler(Protocol):
         """Timesteps (long tensor [n] on the generator's device) of a global batch of n examples."""
 
     def observe(self, t, losses) -> None:
-        """Per-example losses (detached) at the timesteps drawn for this process's rows."""
+        """Per-example losses (detached) at the timesteps drawn for this process's rows (called when the
+        sampler's ``needs_losses`` is true, or when the loss is weighted). A sampler may also define
+        ``weights(t)``: per-example factors multiplied into the loss (importance correction)."""
 
     def state_dict(self) -> dict:
         """JSON-serialisable state, saved in each checkpoint's state.json (empty: nothing saved)."""
@@ -121,9 +123,10 @@ def per_example_mse(pred, target):
 class DenoisingLoss:
     """The DDPM objective: MSE between the noise and its prediction, at timesteps from ``ctx.sampler``.
 
-    With no weighting and a sampler that does not learn, this is ``mse_loss`` over all elements (the same
-    numbers as before the engine had pluggable pieces); otherwise the mean over examples of the per-example
-    MSE times ``ctx.weights[t]``, and the sampler observes the per-example losses.
+    With no weighting and a sampler that neither learns nor re-weights, this is ``mse_loss`` over all elements
+    (the same numbers as before the engine had pluggable pieces); otherwise the mean over examples of the
+    per-example MSE times ``ctx.weights[t]`` and the sampler's own weights ``sampler.weights(t)`` if it has
+    them (e.g. 1 / (T p_t) of an importance sampler), and the sampler observes the per-example losses.
     """
 
     def __call__(self, ctx: StepContext, batch: Batch, generator):
@@ -131,8 +134,13 @@ class DenoisingLoss:
 
         t, noise = draw_t_and_noise(ctx, batch, generator)
         pred = ctx.forward(noisy(ctx, batch.x0, t, noise), t)
-        if ctx.weights is None and not getattr(ctx.sampler, "needs_losses", True):
+        reweights = hasattr(ctx.sampler, "weights")
+        if ctx.weights is None and not reweights and not getattr(ctx.sampler, "needs_losses", True):
             return torch.nn.functional.mse_loss(pred.float(), noise)
         losses = per_example_mse(pred, noise)
         ctx.sampler.observe(t, losses.detach())
-        return (losses * ctx.weights[t]).mean() if ctx.weights is not None else losses.mean()
+        if ctx.weights is not None:
+            losses = losses * ctx.weights[t]
+        if reweights:
+            losses = losses * ctx.sampler.weights(t)
+        return losses.mean()
