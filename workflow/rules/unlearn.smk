@@ -1,3 +1,6 @@
+from diffunlearn.speed import SPEED_KEYS  # speed-only keys: never job params
+
+
 rule unlearn:
     input:
         data=MODEL_DATA,
@@ -62,7 +65,7 @@ rule margins:
     params:
         # timesteps: a param only when not "uniform", so that margins computed before the option stay valid
         margins={k: v for k, v in config["margins"].items()
-                 if k not in ("threads", "compile", "channels_last") and (k, v) != ("timesteps", "uniform")},
+                 if k not in ("threads", *SPEED_KEYS["margins"]) and (k, v) != ("timesteps", "uniform")},
         diffusion=config["diffusion"],
         device=config["device"],
     log:

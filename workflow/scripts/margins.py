@@ -6,8 +6,8 @@ from diffunlearn.data import load_model_inputs, to_model_space
 from diffunlearn.io import save_npy_atomic
 from diffunlearn.margins import compute_margins
 from diffunlearn.models import build_scheduler
-from diffunlearn.sample import resolve_compile, resolve_switch
 from diffunlearn.snakemake_io import JobLog, job_device
+from diffunlearn.speed import resolve_compile, resolve_switch
 
 log = JobLog(snakemake)
 cfg = snakemake.params.margins

@@ -5,8 +5,9 @@ from diffunlearn.checkpoint import load_ema_unet, load_state
 from diffunlearn.data import save_npz_atomic
 from diffunlearn.grid import image_grid, save_png
 from diffunlearn.models import build_scheduler
-from diffunlearn.sample import resolve_compile, resolve_switch, sample_images
+from diffunlearn.sample import sample_images
 from diffunlearn.snakemake_io import JobLog, job_device
+from diffunlearn.speed import resolve_compile, resolve_switch
 
 log = JobLog(snakemake)
 cfg = snakemake.params.sampling

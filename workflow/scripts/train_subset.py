@@ -7,8 +7,7 @@ from diffunlearn import naming
 from diffunlearn.attribution.removal import units_to_examples
 from diffunlearn.data import load_model_inputs, write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
-from diffunlearn.train import TrainRun, descend_on, run_training
-from diffunlearn.unlearn import keep_pruned_at_zero
+from diffunlearn.train import TrainRun, cost_record, descend_on, fine_tune_config, run_training
 
 log = JobLog(snakemake)
 p, wc = snakemake.params, snakemake.wildcards
@@ -21,17 +20,13 @@ log(f"{wc.method} on subset {wc.subset}: {int(kept_units.sum())}/{len(kept_units
 train_cfg = dict(p.train)
 if wc.method == "sparsified":
     hp = p.hp
-    train_cfg.update(steps=hp["steps"], lr=hp["lr"], batch_size=hp["batch_size"], ema_decay=hp["ema_decay"],
-                     grad_clip=hp["grad_clip"], warmup_steps=0, log_every=min(train_cfg["log_every"], hp["steps"]))
+    train_cfg = fine_tune_config(train_cfg, hp)
 run = TrainRun(
     out_dir=os.path.dirname(snakemake.output.checkpoint), sources={"train": images[keep]}, train_cfg=train_cfg,
     model_cfg=p.model, diffusion_cfg=p.diffusion, seed=int(wc.seed), device=job_device(p.device),
     objective=descend_on("train"), checkpoint_steps=[train_cfg["steps"]],
     init_from=snakemake.input.get("source"), init_weights="ema",
-    post_step_factory=keep_pruned_at_zero if wc.method == "sparsified" else None,
     extra_state={"method": wc.method, "subset": wc.subset},
 )
 summary = run_training(run, log=log)
-write_json_atomic(snakemake.output.cost, {"method": wc.method, "subset": wc.subset, "steps": summary["step"],
-                                          "examples_seen": summary["examples_seen"],
-                                          "wall_seconds": summary["wall_seconds"], "device": summary["device"]})
+write_json_atomic(snakemake.output.cost, cost_record(wc.method, summary, subset=wc.subset))

@@ -1,10 +1,14 @@
-"""unlearn / prune_fine_tune: fine-tune an original (or pruned) model with a method's objective; write its cost."""
+"""unlearn / prune_fine_tune: fine-tune an original (or pruned) model with a method's objective (lora: through an
+adapter; iu: one influence step instead); write its cost."""
 import os
 
 from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
+from diffunlearn.influence import influence_checkpoint
+from diffunlearn.lora import lora_prepare, lora_settings
+from diffunlearn.prune import pruning_prepare, size_record
 from diffunlearn.snakemake_io import JobLog, job_device
-from diffunlearn.train import TrainRun, run_training
-from diffunlearn.unlearn import keep_pruned_at_zero, nonzero_fraction, objective, sources_of, structured_prune_
+from diffunlearn.train import TrainRun, cost_record, fine_tune_config, run_training
+from diffunlearn.unlearn import objective, sources_of
 
 log = JobLog(snakemake)
 p = snakemake.params
@@ -19,23 +23,25 @@ else:
     log(f"{method}: forget {len(forget)}, retain {int(keep.sum())} examples")
 sources = {k: sources[k] for k in sources_of(method)}
 
-train_cfg = {**p.train, "steps": hp["steps"], "lr": hp["lr"], "batch_size": hp["batch_size"], "ema_decay": hp["ema_decay"],
-             "grad_clip": hp["grad_clip"], "warmup_steps": 0, "checkpoint_every": hp["steps"],
-             "log_every": min(p.train["log_every"], hp["steps"])}
+out_dir, seed, device = os.path.dirname(snakemake.output.checkpoint), int(snakemake.wildcards.seed), job_device(p.device)
+batch_shape = (hp["batch_size"], train_images.shape[3], train_images.shape[1], train_images.shape[2])
+extra = {"method": method, "hyperparameters": hp}
 prune_info = {}
-run = TrainRun(
-    out_dir=os.path.dirname(snakemake.output.checkpoint), sources=sources, train_cfg=train_cfg, model_cfg=p.model,
-    diffusion_cfg=p.diffusion, seed=int(snakemake.wildcards.seed), device=job_device(p.device),
-    objective=objective(method, hp), init_from=snakemake.input.source, init_weights="ema",
-    extra_state={"method": method, "hyperparameters": hp},
-    prepare=(lambda raw, ema: prune_info.update(structured_prune_(raw, hp["pruning_ratio"]))) if method == "prune_fine_tune" else None,
-    post_step_factory=keep_pruned_at_zero if method in ("prune_fine_tune", "sparsified") else None,
-)
-summary = run_training(run, log=log)
+if method == "iu":  # one WoodFisher step, no training loop
+    summary = influence_checkpoint(out_dir, snakemake.input.source, sources["forget"], sources["retain"], p.diffusion,
+                                   {**hp, "seed": hp["seed"] * 1_000_003 + seed}, device, extra)
+    prune_info = summary["influence"]
+else:
+    train_cfg = fine_tune_config(p.train, hp)
+    prepare = {"prune_fine_tune": lambda: pruning_prepare(hp["pruning_ratio"], batch_shape, prune_info),
+               "lora": lambda: lora_prepare(lora_settings(hp))}.get(method, lambda: None)()
+    run = TrainRun(out_dir=out_dir, sources=sources, train_cfg=train_cfg, model_cfg=p.model, diffusion_cfg=p.diffusion,
+                   seed=seed, device=device, objective=objective(method, hp), init_from=snakemake.input.source,
+                   init_weights="ema", extra_state=extra, prepare=prepare)
+    summary = run_training(run, log=log)
 from diffunlearn.checkpoint import load_ema_unet  # noqa: E402
 
-cost = {"method": method, "steps": summary["step"], "examples_seen": summary["examples_seen"],
-        "wall_seconds": summary["wall_seconds"], "device": summary["device"], "source": snakemake.input.source,
-        "nonzero_parameter_fraction": nonzero_fraction(load_ema_unet(snakemake.output.checkpoint)), **prune_info}
+cost = cost_record(method, summary, source=snakemake.input.source,
+                   **size_record(load_ema_unet(snakemake.output.checkpoint), batch_shape), **prune_info)
 log(f"cost: {cost}")
 write_json_atomic(snakemake.output.cost, cost)
