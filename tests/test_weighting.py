@@ -186,13 +186,13 @@ def test_engine_hooks_build_the_configured_sampler_and_weights():
         W.engine_hooks({"timesteps": {"scheme": "loss_decrease"}, "num_processes": 2})
 
 
-def test_term_weights_combine_the_loss_weighting_and_the_importance_weights():
-    from types import SimpleNamespace
 
+def test_importance_weights_are_those_of_the_distribution_drawn_from():
+    """The engine may read weights(t) after observe(): they still refer to the draw's distribution."""
     s = _fed_importance()
-    t = torch.tensor([0, 7, 49, 7])
-    lw = torch.linspace(1, 2, 50)
-    ctx = SimpleNamespace(weights=lw, sampler=s)
-    expected = lw[t].double() / (50 * s.probs()[t])
-    np.testing.assert_allclose(W.term_weights(ctx, t).numpy(), expected.numpy(), rtol=1e-6)
-    assert W.term_weights(SimpleNamespace(weights=None, sampler=object()), t) is None
+    t = s.sample(16, torch.Generator().manual_seed(0))
+    before = s.weights(t)
+    np.testing.assert_allclose(before.numpy(), (1 / (50 * s.probs()[t])).numpy(), rtol=1e-6)
+    s.update(t, torch.full((16,), 100.0))  # changes the distribution
+    assert not torch.allclose(s.probs()[t], s.drawn_probs()[t])
+    assert torch.equal(s.weights(t), before)

@@ -172,6 +172,7 @@ class TimestepSampler:
 
         self._probs = torch.as_tensor(probs, dtype=torch.float64)
         self.num_timesteps = len(self._probs)
+        self._drawn = None  # the distribution of the last draw (importance weights refer to it)
 
     def probs(self):
         """The current distribution over the T timesteps (float64)."""
@@ -181,7 +182,13 @@ class TimestepSampler:
         """``batch`` timesteps (int64, on the generator's device), drawn from ``generator`` only."""
         import torch
 
-        return torch.multinomial(self.probs().to(generator.device), batch, replacement=True, generator=generator)
+        self._drawn = self.probs()
+        return torch.multinomial(self._drawn.to(generator.device), batch, replacement=True, generator=generator)
+
+    def drawn_probs(self):
+        """The distribution the last ``sample`` drew from (the current one before any draw): importance weights
+        use it, so they stay those of the draw whether the engine reads them before or after ``observe``."""
+        return self._drawn if self._drawn is not None else self.probs()
 
     def weights(self, timesteps):
         """The sampler's weight of each drawn term (1: the draws change the objective, as SpeeD intends)."""
@@ -244,7 +251,7 @@ class ImportanceSampler(TimestepSampler):
         return torch.from_numpy(p)
 
     def weights(self, timesteps):
-        return _importance_weights(self.probs(), timesteps)
+        return _importance_weights(self.drawn_probs(), timesteps)
 
     def update(self, timesteps, losses) -> None:
         for t, loss in zip(_as_numpy(timesteps).astype(np.int64).tolist(), _as_numpy(losses).tolist()):
@@ -296,7 +303,7 @@ class LossDecreaseSampler(TimestepSampler):
         return torch.from_numpy((1.0 - self.uniform_share) * per_t + self.uniform_share / self.num_timesteps)
 
     def weights(self, timesteps):
-        return _importance_weights(self.probs(), timesteps) if self.unbiased else super().weights(timesteps)
+        return _importance_weights(self.drawn_probs(), timesteps) if self.unbiased else super().weights(timesteps)
 
     def update(self, timesteps, losses) -> None:
         b = self._bin_of[_as_numpy(timesteps).astype(np.int64)]
@@ -371,14 +378,3 @@ def engine_hooks(train_cfg: dict) -> dict:
         hooks["weighting"] = functools.partial(_weights_of, weighting, "epsilon")
     return hooks
 
-
-def term_weights(ctx, t):
-    """The weight of each drawn term: the loss weighting ``ctx.weights[t]`` times the sampler's own weight
-    (``weights(t)``, importance samplers); None when neither applies (the plain mean). Read before the sampler
-    observes the step's losses, so the importance weights are those of the distribution t was drawn from."""
-    w = ctx.weights[t] if ctx.weights is not None else None
-    own = getattr(ctx.sampler, "weights", None)
-    if own is None:
-        return w
-    s = own(t)
-    return s if w is None else w * s
