@@ -110,19 +110,19 @@ def print_log_table(rows: list[dict]) -> None:
               f"{sum(r['work_total'] for r in rows):.0f} |")
 
 
-def script_imports(stem: str) -> str:
-    """The module-level import statements of workflow/scripts/<stem>.py, as source."""
-    src = (ROOT / "workflow" / "scripts" / f"{stem}.py").read_text()
+def script_imports(stem: str, root: Path = ROOT) -> str:
+    """The module-level import statements of <root>/workflow/scripts/<stem>.py, as source."""
+    src = (root / "workflow" / "scripts" / f"{stem}.py").read_text()
     tree = ast.parse(src)
     return "\n".join(ast.get_source_segment(src, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)))
 
 
-def job_prelude(stem: str, log_path: str) -> str:
+def job_prelude(stem: str, log_path: str, root: Path = ROOT) -> str:
     """A program doing what a job of this script does before its work; prints the heavy modules it loaded."""
     stub = (f"import types\nsnakemake = types.SimpleNamespace(log=[{log_path!r}], threads=1, resources={{}})\n"
             "log = JobLog(snakemake)\n")
     report = f"import sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.__stdout__)\n"
-    return PREAMBLE + script_imports(stem) + "\nfrom diffunlearn.snakemake_io import JobLog\n" + stub + \
+    return PREAMBLE + script_imports(stem, root) + "\nfrom diffunlearn.snakemake_io import JobLog\n" + stub + \
         WORK_IMPORTS.get(stem, "") + report
 
 
@@ -133,7 +133,7 @@ def time_imports(stems: list[str], repeat: int, src: Path | None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stem in stems:
-            program = job_prelude(stem, os.path.join(tmp, f"{stem}.log"))
+            program = job_prelude(stem, os.path.join(tmp, f"{stem}.log"), src or ROOT)
             if src is not None and "unet_class" in program and "def unet_class" not in (src / "src/diffunlearn/models.py").read_text():
                 program = program.replace(_UNET, "import torch\nfrom diffusers.models.unets.unet_2d import UNet2DModel\n"
                                                  "from diffusers import DDPMScheduler\n")
