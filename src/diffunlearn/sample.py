@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffunlearn.grid import image_grid, save_png  # noqa: F401  (they live in diffunlearn.grid; still importable here)
-from diffunlearn.speed import fast_inference, resolve_compile, resolve_switch, tune_cpu_allocator  # noqa: F401
+from diffunlearn.speed import fast_inference, tune_cpu_allocator
 
 
 def initial_noise(num_samples: int, shape: tuple[int, int, int], seed: int, start: int = 0, device="cpu"):
