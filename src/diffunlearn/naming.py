@@ -126,34 +126,25 @@ def parse(name: str) -> ModelName:
     return ModelName(kind=kind, **fields)
 
 
-def original(seed) -> str:
-    return model_name("original", seed=seed)
+def builder(kind: str):
+    """The function that names a model of ``kind`` from its fields in the template's order, seed last:
+    ``builder("oracle")("f0", 1) == "oracle.f0.s1"`` (keywords work too)."""
+    order = re.findall(r"\{(\w+)\}", TEMPLATES[kind])
+
+    def build(*values, **fields) -> str:
+        return model_name(kind, **dict(zip(order, values)), **fields)
+
+    build.__name__ = build.__qualname__ = kind
+    build.__doc__ = f"The name {TEMPLATES[kind]} of these fields (checked)."
+    return build
 
 
-def oracle(forget: str, seed) -> str:
-    return model_name("oracle", forget=forget, seed=seed)
-
-
-def oracle2(forget: str, seed) -> str:
-    """A model of the second, independent oracle set of a forget set (the floor of klom.reference: extra)."""
-    return model_name("oracle2", forget=forget, seed=seed)
-
-
-def pruned(seed) -> str:
-    return model_name("pruned", seed=seed)
-
-
-def init(seed) -> str:
-    return model_name("init", seed=seed)
-
-
-def speedup(scheme: str, seed) -> str:
-    """An original of the speed-up study, trained with speedup.schemes.<scheme>."""
-    return model_name("speedup", scheme=scheme, seed=seed)
-
-
-def attributed(method: str, subset: str, seed) -> str:
-    return model_name("attr", method=method, subset=subset, seed=seed)
+# One builder per kind: original(seed), oracle(forget, seed), oracle2(forget, seed) (the second, independent
+# oracle set: the floor of klom.reference extra), pruned(seed), init(seed), speedup(scheme, seed) (an original
+# of the speed-up study), attributed(method, subset, seed).
+original, oracle, oracle2, pruned, init, speedup = (builder(k) for k in
+                                                    ("original", "oracle", "oracle2", "pruned", "init", "speedup"))
+attributed = builder("attr")
 
 
 def unlearned(method: str, forget: str, seed) -> str:
