@@ -126,6 +126,15 @@ class TrainRun:
     weighting: Callable | None = None  # (scheduler) -> tensor [T] of per-timestep weights, or None
     reference: str | None = None  # a checkpoint whose EMA weights are the frozen reference model ("init": init_from's)
 
+    def __post_init__(self):
+        """train.timesteps / train.loss_weighting (diffunlearn.weighting) fill the timesteps / weighting hooks the
+        caller left empty; uniform schemes fill none (the engine's default path, numbers as before)."""
+        from diffunlearn.weighting import engine_hooks
+
+        for name, hook in engine_hooks(self.train_cfg).items():
+            if getattr(self, name) is None:
+                setattr(self, name, hook)
+
 
 def setup_accelerator(cfg: dict, device_name: str):
     """The accelerate ``Accelerator`` of a run (precision, CPU or GPU, data parallel processes)."""
