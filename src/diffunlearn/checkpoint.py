@@ -3,6 +3,9 @@
 Layout of ``checkpoint-<step>/``::
 
     model_index.json, unet/, scheduler/   DDPMPipeline.from_pretrained / UNet2DModel.from_pretrained(subfolder="unet")
+    unet/pruned.json                      only for a pruned model: its layer shapes (load_ema_unet rebuilds it)
+    training_state/lora.json              only for a LoRA run (unet/ then holds the merged EMA weights): the adapter;
+    training_state/ema.safetensors        with it the adapted EMA weights (raw.safetensors: the adapted raw ones)
     training_state/raw.safetensors        the non-EMA weights
     training_state/optimizer.safetensors  optimizer tensors (``<param index>.<name>``)
     training_state/state.json             step, optimizer hyper-parameters, loss scaler, wall seconds, fingerprint
@@ -87,9 +90,19 @@ def save_checkpoint(folder: str | os.PathLike, *, ema_unet, raw_unet, scheduler,
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    DDPMPipeline(unet=ema_unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+    from diffunlearn.lora import LORA_JSON, lora_of, merged_copy
+    from diffunlearn.prune import is_pruned, write_pruned_json
+
+    lora = lora_of(ema_unet)
+    plain = merged_copy(ema_unet) if lora else ema_unet  # an adapted model is saved merged (diffunlearn.lora)
+    DDPMPipeline(unet=plain, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+    if is_pruned(plain):  # the layer shapes that rebuild it (diffunlearn.prune)
+        write_pruned_json(tmp / "unet", plain)
     ts = tmp / "training_state"
     ts.mkdir()
+    if lora:  # the adapted weights and the adapter, for exact resumption
+        save_file({k: v.detach().contiguous().cpu() for k, v in ema_unet.state_dict().items()}, ts / "ema.safetensors")
+        (ts / LORA_JSON).write_text(json.dumps(lora, indent=1, sort_keys=True))
     save_file({k: v.detach().contiguous().cpu() for k, v in raw_unet.state_dict().items()}, ts / "raw.safetensors")
     tensors, opt_meta = _flatten_optimizer(optimizer_state)
     save_file(tensors, ts / "optimizer.safetensors")
@@ -106,22 +119,41 @@ def load_state(folder: str | os.PathLike) -> dict:
 
 
 def load_ema_unet(folder: str | os.PathLike, verify: bool = True):
+    """The EMA UNet of a checkpoint; a pruned one (``unet/pruned.json``) is rebuilt with its pruned shapes."""
     from diffunlearn.models import unet_class
+    from diffunlearn.prune import read_pruned_json, rebuild_pruned
 
     if verify:
         verify_checkpoint(folder)
+    if read_pruned_json(Path(folder) / "unet") is not None:
+        return rebuild_pruned(Path(folder) / "unet")
     return unet_class().from_pretrained(Path(folder) / "unet", use_safetensors=True)
 
 
 def load_training_state(folder: str | os.PathLike, raw_unet, ema_unet, verify: bool = True) -> tuple[dict, dict]:
-    """Load raw + EMA weights in place; return (optimizer state dict, state.json)."""
+    """Load raw + EMA weights in place (resizing their layers to a pruned checkpoint's); return (optimizer state
+    dict, state.json)."""
     from safetensors.torch import load_file
+
+    from diffunlearn.lora import LORA_JSON, attach_lora, lora_of
+    from diffunlearn.prune import read_pruned_json, resize_like
 
     folder = Path(folder)
     if verify:
         verify_checkpoint(folder)
+    spec = read_pruned_json(folder / "unet")
+    if spec is not None:  # a pruned checkpoint: give both models its layer shapes first
+        resize_like(raw_unet, spec["layers"])
+        resize_like(ema_unet, spec["layers"])
+    ema_file = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    if (folder / "training_state" / LORA_JSON).exists():  # an adapted run: both models get the adapter
+        lora = json.loads((folder / "training_state" / LORA_JSON).read_text())
+        for model in (raw_unet, ema_unet):
+            if lora_of(model) is None:
+                attach_lora(model, lora)
+        ema_file = folder / "training_state" / "ema.safetensors"
     raw_unet.load_state_dict(load_file(folder / "training_state" / "raw.safetensors"))
-    ema_src = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    ema_src = load_file(ema_file)
     ema_unet.load_state_dict(ema_src)
     state = load_state(folder)
     opt_state = _unflatten_optimizer(load_file(folder / "training_state" / "optimizer.safetensors"), state.pop("optimizer"))

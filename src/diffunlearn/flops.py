@@ -61,7 +61,11 @@ def _meta_copy(module):
 
     if hasattr(module, "config") and hasattr(type(module), "from_config"):
         with torch.device("meta"):
-            return type(module).from_config(module.config)
+            meta = type(module).from_config(module.config)
+        shapes = {k: v.shape for k, v in module.state_dict().items()}
+        if {k: v.shape for k, v in meta.state_dict().items()} == shapes:
+            return meta
+        # a pruned model (diffunlearn.prune): its layers no longer match its config
     return copy.deepcopy(module).to("meta")
 
 

@@ -31,9 +31,10 @@ import re
 from typing import NamedTuple
 
 # Every unlearning method the workflow knows, in the schema's order.
-METHODS = ("do_nothing", "ga", "gd", "ascent_descent", "fine_tune_all", "prune_fine_tune", "sparsified", "retrain")
+METHODS = ("do_nothing", "ga", "gd", "ascent_descent", "fine_tune_all", "prune_fine_tune", "sparsified", "lora", "iu",
+           "retrain")
 # Methods that fine-tune in an ``unlearn`` job of their own for each forget set.
-FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "fine_tune_all", "sparsified")
+FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "fine_tune_all", "sparsified", "lora", "iu")
 # Methods whose unlearned model is a model of another kind (no unlearn.<method>.<forget> model of their own).
 _STANDS_FOR = {"do_nothing": "original", "retrain": "oracle", "prune_fine_tune": "pruned"}
 # How attribution trains its subset models.
