@@ -150,6 +150,8 @@ def metric_vs_step_figure(records: pd.DataFrame, metric: str, ylabel: str):
         for ax in row:
             if log:
                 _log_axis(ax)
+            else:
+                ax.ticklabel_format(axis="y", useOffset=False)  # IS near 1: 1.0001, not "1e-5 + 1.0001"
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
