@@ -3,31 +3,15 @@ uniform written out equals the default."""
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train import SCRIPT  # the SIGKILL-between-checkpoints training script (train_cfg, model, diffusion from cfg)
 
-from conftest import ROOT, tiny_config
 from diffunlearn.config import validate_config
 
-SCRIPT = textwrap.dedent("""
-    import os, sys, json, torch
-    torch.set_num_threads(1)
-    sys.path.insert(0, {src!r})
-    from diffunlearn.data import load_digits_source
-    from diffunlearn.train import TrainRun, run_training
-    cfg = json.loads({cfg!r})
-    kill_at = {kill_at!r}
-    images = load_digits_source()[0][:200]
-    def log(msg):
-        if kill_at and msg.startswith(f"step {{kill_at}}/"):
-            os.kill(os.getpid(), 9)  # SIGKILL between checkpoints
-    run = TrainRun(out_dir={out!r}, sources={{"train": images}}, train_cfg=cfg["train"], model_cfg=cfg["model"],
-                   diffusion_cfg=cfg["diffusion"], seed=3, device="cpu")
-    run_training(run, log=log)
-""")
+from conftest import ROOT, tiny_config
 
 SCHEMES = {
     # few timesteps so that the importance sampler warms up (every t seen twice) within the run
