@@ -32,6 +32,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/speedup.smk"
+include: "workflow/rules/dpo.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -71,3 +71,146 @@ def test_npo_gradient_is_bounded_and_vanishes_where_gradient_ascent_does_not():
     expected = [2 * np.exp(-np.logaddexp(0.0, -beta * (0.1 - lv))) for lv in [0.0, 0.1, 1.0, 10.0, 100.0]]
     np.testing.assert_allclose(grads_npo, expected, rtol=1e-9, atol=1e-300)
     assert grads_npo[-1] < 1e-6 < grads_ga[-1] == 1.0
+
+
+# ---------------------------------------------------------------- the engine: frozen reference, paired batches
+from diffunlearn.choice import make_pairs, wilson_interval, win_rate, classifier_scores  # noqa: E402
+
+
+def _pairs_run(tmp_path, mode, init):
+    from diffunlearn.config import validate_config
+    from diffunlearn.data import load_digits_source
+    from diffunlearn.objectives import descend_on
+    from diffunlearn.preference import PreferenceLoss
+    from diffunlearn.train import TrainRun, fine_tune_config
+
+    from conftest import tiny_config
+
+    cfg = validate_config(tiny_config("r"))
+    images = load_digits_source()[0][:32]
+    hp = {"steps": 3, "lr": 1e-3, "batch_size": 4, "ema_decay": 0.0, "grad_clip": 1.0}
+    loss = PreferenceLoss(mode, beta=50.0)
+    run = TrainRun(out_dir=str(tmp_path / mode), sources={"winners": images[:16], "losers": images[16:]},
+                   train_cfg=fine_tune_config(cfg["train"], hp), model_cfg=cfg["model"], diffusion_cfg=cfg["diffusion"],
+                   seed=0, objective=descend_on("winners"), init_from=init, init_weights="ema", loss=loss,
+                   reference=None if mode == "sft" else "init")
+    return run, loss
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    from diffunlearn.config import validate_config
+    from diffunlearn.data import load_digits_source
+    from diffunlearn.train import TrainRun, run_training
+
+    from conftest import tiny_config
+
+    cfg = validate_config(tiny_config("r"))
+    out = tmp_path_factory.mktemp("orig")
+    run = TrainRun(out_dir=str(out), sources={"train": load_digits_source()[0][:64]}, train_cfg=cfg["train"],
+                   model_cfg=cfg["model"], diffusion_cfg=cfg["diffusion"], seed=0)
+    run_training(run, log=lambda m: None)
+    return out / f"checkpoint-{cfg['train']['steps']}"
+
+
+def _files_sha(folder):
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("mode", ["dpo", "npo"])
+def test_reference_gets_no_gradient_and_is_unchanged(tmp_path, original, mode):
+    from diffunlearn.checkpoint import load_ema_unet
+    from diffunlearn.train import Trainer
+
+    before = _files_sha(original)
+    run, loss = _pairs_run(tmp_path, mode, str(original))
+    trainer = Trainer(run, log=lambda m: None)
+    reference = next(c.cell_contents for c in trainer.ctx.reference.__closure__
+                     if isinstance(c.cell_contents, torch.nn.Module))
+    ref_before = {k: v.clone() for k, v in reference.state_dict().items()}
+    trainer.train()
+    assert all(p.grad is None and not p.requires_grad for p in reference.parameters())
+    assert all(torch.equal(v, ref_before[k]) for k, v in reference.state_dict().items())
+    assert _files_sha(original) == before  # the reference checkpoint on disk too
+    tuned, orig = load_ema_unet(tmp_path / mode / "checkpoint-3"), load_ema_unet(original)
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), orig.state_dict().values()))
+    rows = loss.log_rows()
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(r["reference_loss"] is not None for r in rows)
+    # step 0: the model is a copy of the reference, so DPO's inside term is 0 and the accuracy a tie (1/2)
+    assert rows[0]["model_loss"] == pytest.approx(rows[0]["reference_loss"], rel=1e-5)
+    if mode == "dpo":
+        assert rows[0]["implicit_accuracy"] == 0.5 and rows[0]["loss"] == pytest.approx(np.log(2), rel=1e-4)
+
+
+def test_sft_needs_no_reference_and_dpo_without_one_fails(tmp_path, original):
+    from diffunlearn.preference import PreferenceLoss
+    from diffunlearn.train import run_training
+
+    run, loss = _pairs_run(tmp_path, "sft", str(original))
+    run_training(run, log=lambda m: None)
+    assert all(r["implicit_accuracy"] is None and r["reference_loss"] is None for r in loss.log_rows())
+    run, _ = _pairs_run(tmp_path / "x", "dpo", str(original))
+    run.reference = None
+    with pytest.raises(ValueError, match="needs a frozen reference"):
+        run_training(run, log=lambda m: None)
+    with pytest.raises(ValueError, match="mode 'kto'"):
+        PreferenceLoss("kto")
+
+
+# ---------------------------------------------------------------- pairs, scores, win rates
+def test_make_pairs_orders_by_score_and_drops_ties_and_small_gaps():
+    a = np.arange(5, dtype=np.uint8)[:, None, None, None] * np.ones((5, 2, 2, 1), np.uint8)
+    b = a + 10
+    sa, sb = np.array([0.9, 0.1, 0.5, 0.52, 0.3]), np.array([0.1, 0.9, 0.5, 0.5, 0.0])
+    w, lo, sw, sl, keep = make_pairs(a, b, sa, sb, min_gap=0.05)
+    assert keep.tolist() == [0, 1, 4]  # pair 2 a tie, pair 3 a gap of 0.02
+    assert w[:, 0, 0, 0].tolist() == [0, 11, 4] and lo[:, 0, 0, 0].tolist() == [10, 1, 14]
+    assert sw.tolist() == [0.9, 0.9, 0.3] and sl.tolist() == [0.1, 0.1, 0.0]
+
+
+def test_wilson_interval_and_win_rate():
+    # Wilson 95 % for 8 / 10 (independent closed form): centre (p + z^2/2n) / (1 + z^2/n)
+    z, n, p = 1.959964, 10, 0.8
+    c = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    assert wilson_interval(8, 10) == pytest.approx((c - h, c + h))
+    r = win_rate(np.array([1.0, 2.0, 3.0, 0.0]), np.array([0.0, 2.0, 1.0, 1.0]))
+    assert r["win_rate"] == pytest.approx((1 + 0.5 + 1 + 0) / 4) and r["n_compared"] == 4
+    b = win_rate(np.ones(200), np.zeros(200), interval="bootstrap", bootstrap=100)
+    assert b["win_rate"] == b["win_rate_low"] == b["win_rate_high"] == 1.0
+
+
+def test_classifier_scores_label_or_confidence():
+    probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])
+    assert classifier_scores(probs, 2).tolist() == [0.1, 0.4]
+    assert classifier_scores(probs, None).tolist() == [0.7, 0.5]
+    with pytest.raises(ValueError, match="dpo.choice_model.label: 3 is not a class"):
+        classifier_scores(probs, 3)
+
+
+def test_user_function_choice_model_and_pairs_file(tmp_path, monkeypatch):
+    from diffunlearn.choice import load_choice_model, read_pairs_file
+
+    (tmp_path / "my_scores.py").write_text("def brightness(images):\n    return images.reshape(len(images), -1).mean(1)\n"
+                                           "def wrong(images):\n    return [1.0]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    score, identity = load_choice_model({"kind": "function", "function": "my_scores:brightness"})
+    images = np.stack([np.full((8, 8, 1), v, np.uint8) for v in (10, 200, 50)])
+    assert score(images).tolist() == [10.0, 200.0, 50.0]
+    assert identity["name"] == "my_scores:brightness" and len(identity["source_sha256"]) == 64
+    bad, _ = load_choice_model({"kind": "function", "function": "my_scores:wrong"})
+    with pytest.raises(ValueError, match="returned .* scores for 3 images"):
+        bad(images)
+    with pytest.raises(ValueError, match="module 'my_scores' has no 'missing'"):
+        load_choice_model({"kind": "function", "function": "my_scores:missing"})
+    np.savez(tmp_path / "p.npz", winners=images, losers=images[::-1])
+    w, lo = read_pairs_file(tmp_path / "p.npz", (8, 8, 1))
+    assert (lo == images[::-1]).all()
+    with pytest.raises(ValueError, match="winners must be uint8 \\[N, 4, 4, 1\\]"):
+        read_pairs_file(tmp_path / "p.npz", (4, 4, 1))
+    np.savez(tmp_path / "q.npz", winners=images)
+    with pytest.raises(ValueError, match="missing array 'losers'"):
+        read_pairs_file(tmp_path / "q.npz", (8, 8, 1))

@@ -214,6 +214,12 @@ def check_semantics(config: dict) -> None:
                 resolve(block.get(key), key)
             except ValueError as exc:
                 raise ConfigError(str(exc).replace("at train.", f"at {where}.")) from None
+    from diffunlearn.choice import check_dpo_config
+
+    try:
+        check_dpo_config(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     ext = study.get("feature_extractor")
     if ext is not None and ext not in config["metrics"]["feature_extractors"]:
         raise ConfigError(f"config error at speedup.feature_extractor: {ext!r} is not in metrics.feature_extractors")

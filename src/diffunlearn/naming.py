@@ -15,6 +15,8 @@ attr        ``attr.<method>.<subset>.s<k>``        trained on an attribution sub
 init        ``init.s<k>``                          the random initialisation (attribution's empty model)
 speedup     ``speedup.<scheme>.s<k>``              an original trained with the timestep / loss-weighting scheme
                                                    speedup.schemes.<scheme> (the training speed-up study)
+dpo         ``dpo.<name>.s<k>``                    the original, preference fine-tuned by run dpo.runs[name]
+                                                   (Diffusion-DPO or SFT, diffunlearn.preference)
 ==========  =====================================  ==================================================
 
 A family is a name without its seed (``oracle.f0``); the seeds of a family are its repeats.
@@ -32,9 +34,9 @@ from typing import NamedTuple
 
 # Every unlearning method the workflow knows, in the schema's order.
 METHODS = ("do_nothing", "ga", "gd", "ascent_descent", "fine_tune_all", "prune_fine_tune", "sparsified", "lora", "iu",
-           "retrain")
+           "npo", "dpo", "retrain")
 # Methods that fine-tune in an ``unlearn`` job of their own for each forget set.
-FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "fine_tune_all", "sparsified", "lora", "iu")
+FINE_TUNING_METHODS = ("ga", "gd", "ascent_descent", "fine_tune_all", "sparsified", "lora", "iu", "npo", "dpo")
 # Methods whose unlearned model is a model of another kind (no unlearn.<method>.<forget> model of their own).
 _STANDS_FOR = {"do_nothing": "original", "retrain": "oracle", "prune_fine_tune": "pruned"}
 # How attribution trains its subset models.
@@ -47,6 +49,7 @@ FIELDS = {
     "method": "|".join(METHODS),
     "subset": r"d\d+|lds\d+",
     "scheme": r"[A-Za-z0-9_-]+",
+    "name": r"[A-Za-z0-9_-]+",
 }
 # The form of each kind of name: a str.format template that is also the rules' wildcard pattern.
 TEMPLATES = {
@@ -58,6 +61,7 @@ TEMPLATES = {
     "init": "init.s{seed}",
     "speedup": "speedup.{scheme}.s{seed}",
     "oracle2": "oracle2.{forget}.s{seed}",
+    "dpo": "dpo.{name}.s{seed}",
 }
 # Any model name, as a wildcard constraint.
 MODEL_WILDCARD = r"[A-Za-z0-9_.-]+"
@@ -76,6 +80,7 @@ class ModelName(NamedTuple):
     forget: str | None = None
     subset: str | None = None
     scheme: str | None = None
+    name: str | None = None
 
     @property
     def family(self) -> str:
@@ -146,6 +151,7 @@ def builder(kind: str):
 original, oracle, oracle2, pruned, init, speedup = (builder(k) for k in
                                                     ("original", "oracle", "oracle2", "pruned", "init", "speedup"))
 attributed = builder("attr")
+dpo = builder("dpo")  # a preference fine-tuned original: run dpo.runs[name] from original.s<seed>
 
 
 def unlearned(method: str, forget: str, seed) -> str:

@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from snakemake.exceptions import WorkflowError
 
 from diffunlearn import naming
+from diffunlearn.choice import run_settings
 from diffunlearn.config import ConfigError, checkpoint_steps, export_pythonpath, validate_config, load_schema
 from diffunlearn.seeding import model_rng_seed
 from diffunlearn.weighting import job_params
@@ -129,8 +130,17 @@ def speedup_models():
     return [naming.speedup(name, s) for name in SPEEDUP for s in SEEDS]
 
 
+# Preference fine-tuning (dpo.smk): one model dpo.<run>.s<k> per run of dpo.runs and seed of dpo.seeds.
+DPO = config["dpo"]
+DPO_SEEDS = (DPO["seeds"] if DPO["seeds"] is not None else SEEDS[:1]) if DPO["runs"] else []
+
+
+def dpo_models():
+    return [naming.dpo(r["name"], s) for r in DPO["runs"] for s in DPO_SEEDS]
+
+
 def all_models():
-    return trained_models() + unlearned_models() + speedup_models()
+    return trained_models() + unlearned_models() + speedup_models() + dpo_models()
 
 
 model_method, model_family, model_seed = naming.method, naming.family, naming.seed
@@ -142,13 +152,15 @@ def model_steps(model):
         return [0]
     if kind == "attr":
         return [ATTR["sparsified"]["steps"] if model_method(model) == "sparsified" else config["train"]["steps"]]
+    if kind == "dpo":
+        return [run_settings(DPO, naming.parse(model).name)["steps"]]
     method = model_method(model)
     return [UNLEARN[method]["steps"]] if method else TRAIN_STEPS
 
 
 def cost_file(model):
-    method = model_method(model)
-    return f"{R}/models/{model}/cost.{model_steps(model)[-1]}.json" if method else f"{R}/models/{model}/cost.json"
+    fine_tuned = model_method(model) or naming.parse(model).kind == "dpo"  # fine-tuning runs: cost.<step>.json
+    return f"{R}/models/{model}/cost.{model_steps(model)[-1]}.json" if fine_tuned else f"{R}/models/{model}/cost.json"
 
 
 def final_checkpoint(model):
@@ -187,7 +199,7 @@ def report_outputs():
         f"{R}/report/best_scores.csv",
         f"{R}/report/fid_vs_step.png",
         f"{R}/report/is_vs_step.png",
-    ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs() + attribution_report_outputs() + speedup_report_outputs()
+    ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs() + attribution_report_outputs() + speedup_report_outputs() + ([f"{R}/report/dpo.csv"] if DPO["runs"] else [])
 
 
 def attribution_models():

@@ -8,7 +8,7 @@ from diffunlearn.lora import lora_prepare, lora_settings
 from diffunlearn.prune import pruning_prepare, size_record
 from diffunlearn.snakemake_io import JobLog, job_device
 from diffunlearn.train import TrainRun, cost_record, fine_tune_config, run_training
-from diffunlearn.unlearn import objective, sources_of
+from diffunlearn.unlearn import objective, preference_loss, preference_pairs, sources_of
 
 log = JobLog(snakemake)
 p = snakemake.params
@@ -21,6 +21,8 @@ else:
     keep = retain_mask(len(train_images), forget)
     sources = {"forget": train_images[forget], "retain": train_images[keep], "train": train_images}
     log(f"{method}: forget {len(forget)}, retain {int(keep.sum())} examples")
+    if method == "dpo":  # retain winners paired with forget losers
+        sources.update(preference_pairs(sources["retain"], sources["forget"], int(snakemake.wildcards.seed)))
 sources = {k: sources[k] for k in sources_of(method)}
 
 out_dir, seed, device = os.path.dirname(snakemake.output.checkpoint), int(snakemake.wildcards.seed), job_device(p.device)
@@ -37,7 +39,8 @@ else:
                "lora": lambda: lora_prepare(lora_settings(hp))}.get(method, lambda: None)()
     run = TrainRun(out_dir=out_dir, sources=sources, train_cfg=train_cfg, model_cfg=p.model, diffusion_cfg=p.diffusion,
                    seed=seed, device=device, objective=objective(method, hp), init_from=snakemake.input.source,
-                   init_weights="ema", extra_state=extra, prepare=prepare)
+                   init_weights="ema", extra_state=extra, prepare=prepare, loss=preference_loss(method, hp),
+                   reference="init" if method in ("npo", "dpo") else None)
     summary = run_training(run, log=log)
 from diffunlearn.checkpoint import load_ema_unet  # noqa: E402
 

@@ -1,0 +1,108 @@
+# Preference fine-tuning (config dpo; docs/methods.md "Preference fine-tuning"): pairs of samples of the reference
+# model judged by a choice model (once per seed, reused by every run), Diffusion-DPO / SFT fine-tuning of a copy of
+# the reference against it (one model dpo.<run>.s<k> per run, sampled and scored like every model), and
+# report/dpo.csv: win rate against the reference on the samples of sampling.seed, FID, IS, implicit accuracy, cost.
+CHOICE = DPO["choice_model"]
+
+
+def preference_inputs(wc):
+    out = {"reference": final_checkpoint(naming.original(wc.seed)), "data": rules.prepare_data.output.data}
+    if CHOICE["kind"] == "classifier":
+        out["classifier"] = f"{R}/classifier"
+    if CHOICE["kind"] == "pairs":
+        out["pairs_file"] = CHOICE["pairs_file"]
+    return out
+
+
+rule make_preferences:
+    input:
+        unpack(preference_inputs),
+    output:
+        pairs=f"{R}/preferences/s{{seed}}/pairs.npz",
+        info=f"{R}/preferences/s{{seed}}/preferences.json",
+    params:
+        choice=CHOICE,
+        pairs={k: DPO[k] for k in ("num_pairs", "min_gap", "sample_seed")},
+        sampling={k: config["sampling"][k] for k in ("scheduler", "num_inference_steps", "eta", "batch_size")},
+        diffusion=config["diffusion"],
+        device=config["device"],
+    log:
+        f"{R}/logs/make_preferences/s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/make_preferences/s{{seed}}.tsv"
+    threads: DPO["threads"]
+    resources:
+        **rule_resources("sample"),
+    conda:
+        "../../envs/diffunlearn.yaml"
+    script:
+        "../scripts/make_preferences.py"
+
+
+rule train_dpo:
+    input:
+        pairs=f"{R}/preferences/s{{seed}}/pairs.npz",
+        reference=lambda wc: final_checkpoint(naming.original(wc.seed)),
+    output:
+        checkpoint=directory(f"{MODELS['dpo']}/checkpoint-{{step}}"),
+        cost=f"{MODELS['dpo']}/cost.{{step}}.json",
+        log_json=f"{MODELS['dpo']}/dpo_log.{{step}}.json",
+    params:
+        hp=lambda wc: run_settings(DPO, wc.name),
+        train=training_params(),
+        model=config["model"],
+        diffusion=config["diffusion"],
+        device=config["device"],
+    wildcard_constraints:
+        name=naming.FIELDS["name"],
+    log:
+        f"{R}/logs/train_dpo/{{name}}.s{{seed}}.step{{step}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_dpo/{{name}}.s{{seed}}.step{{step}}.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        **rule_resources("train"),
+    conda:
+        "../../envs/diffunlearn.yaml"
+    script:
+        "../scripts/train_dpo.py"
+
+
+def dpo_report_inputs(wc):
+    ext = EXTRACTORS[0]
+    models = [naming.original(s) for s in DPO_SEEDS] + dpo_models()
+    final = {m: model_steps(m)[-1] for m in models}
+    out = {
+        "samples": [f"{R}/samples/{m}/step{final[m]}/samples.npz" for m in models],
+        "metrics": [f"{R}/metrics/{ext}/{m}/step{final[m]}.json" for m in models],
+        "costs": [cost_file(m) for m in dpo_models()],
+        "logs": [f"{R}/models/{m}/dpo_log.{final[m]}.json" for m in dpo_models()],
+        "preferences": [f"{R}/preferences/s{s}/preferences.json" for s in DPO_SEEDS],
+    }
+    if CHOICE["kind"] == "classifier":
+        out["classifier"] = f"{R}/classifier"
+    return out
+
+
+rule dpo_report:
+    input:
+        unpack(dpo_report_inputs),
+    output:
+        table=report(f"{R}/report/dpo.csv", category="Preference fine-tuning", caption="../report/dpo.rst"),
+    params:
+        runs=[r["name"] for r in DPO["runs"]],
+        seeds=DPO_SEEDS,
+        choice=CHOICE,
+        interval={k: DPO[k] for k in ("interval", "bootstrap")},
+        device=config["device"],
+    log:
+        f"{R}/logs/dpo_report.log",
+    benchmark:
+        f"{R}/benchmarks/dpo_report.tsv"
+    threads: 1
+    resources:
+        **rule_resources("evaluate"),
+    conda:
+        "../../envs/diffunlearn.yaml"
+    script:
+        "../scripts/dpo_report.py"
