@@ -214,3 +214,18 @@ def test_user_function_choice_model_and_pairs_file(tmp_path, monkeypatch):
     np.savez(tmp_path / "q.npz", winners=images)
     with pytest.raises(ValueError, match="missing array 'losers'"):
         read_pairs_file(tmp_path / "q.npz", (8, 8, 1))
+
+
+def test_dpo_unlearning_pairs_every_retain_example_with_a_forget_example():
+    from diffunlearn.unlearn import objective, preference_loss, preference_pairs, sources_of
+
+    retain = np.arange(10, dtype=np.uint8)[:, None, None, None]
+    forget = (100 + np.arange(3, dtype=np.uint8))[:, None, None, None]
+    pairs = preference_pairs(retain, forget, seed=1)
+    assert sorted(pairs["winners"].ravel().tolist()) == list(range(10))  # each retain example once
+    counts = np.bincount(pairs["losers"].ravel() - 100)
+    assert counts.tolist() == [4, 3, 3] or sorted(counts.tolist()) == [3, 3, 4]  # the forget set repeated evenly
+    assert (preference_pairs(retain, forget, seed=1)["losers"] == pairs["losers"]).all()  # seeded
+    assert objective("dpo", {})(0) == [("winners", 1.0)] and sources_of("dpo") == ("winners", "losers")
+    assert objective("npo", {})(0) == [("forget", 1.0)] and preference_loss("npo", {"beta": 2.0}).beta == 2.0
+    assert preference_loss("gd", {}) is None
