@@ -190,6 +190,12 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(f"config error at unlearning.forget_sets[{i}]: unknown forget set {fid!r} (defined: {', '.join(sorted(seen)) or 'none'})")
     if u["methods"] and not config["forget_sets"]:
         raise ConfigError("config error at unlearning.methods: unlearning needs at least one entry in forget_sets")
+    from diffunlearn.attribution.removal import check_pairing
+
+    try:
+        check_pairing(config["attribution"]["estimators"], config["attribution"]["removal"])
+    except ValueError as exc:
+        raise ConfigError(f"config error at {exc}") from None
     if config["data"]["source"] == "imagefolder":
         if not config["data"]["root"]:
             raise ConfigError("config error at data.root: required for source 'imagefolder'")

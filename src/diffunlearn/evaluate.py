@@ -48,6 +48,9 @@ def score_samples(extractor, samples: np.ndarray, reference: dict, *, batch_size
     is_mean, is_std = inception_score(logits, splits=min(is_splits, len(samples)))
     ref_feats = np.asarray(reference["features"], dtype=np.float64)[: len(samples)]
     precision, recall = precision_recall(ref_feats, feats, k=pr_k)
+    counts = np.bincount(np.asarray(logits).argmax(axis=1), minlength=np.asarray(logits).shape[1])
+    freq = counts[counts > 0] / counts.sum()
     return {"fid": float(fid), "is_mean": float(is_mean), "is_std": float(is_std),
+            "class_entropy": float(-(freq * np.log(freq)).sum()),  # diversity: entropy of the predicted classes
             "precision": float(precision), "recall": float(recall), "num_samples": int(len(samples)),
             "num_reference": int(reference["count"]), "num_reference_pr": int(len(ref_feats))}

@@ -4,7 +4,7 @@ rule draw_subsets:
     output:
         f"{R}/attribution/subsets.npz",
     params:
-        attribution={k: ATTR[k] for k in ("unit", "removal", "alpha", "num_subsets", "seed", "lds")},
+        attribution={k: ATTR[k] for k in ("unit", "removal", "alpha", "num_subsets", "seed", "lds", "estimators")},
     log:
         f"{R}/logs/draw_subsets.log",
     benchmark:

@@ -202,9 +202,13 @@ def report_outputs():
     ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs() + attribution_report_outputs() + speedup_report_outputs() + ([f"{R}/report/dpo.csv"] if DPO["runs"] else [])
 
 
+from diffunlearn.attribution.removal import num_subset_models  # noqa: E402
+
+
 def attribution_models():
     ts = ATTR["train_seed"]
-    return [naming.attributed(m, naming.subset("masks", i), ts) for m in ATTR["methods"] for i in range(ATTR["num_subsets"])]
+    n = num_subset_models(ATTR["estimators"], ATTR["removal"], ATTR["num_subsets"])  # per-estimator draws: a block each
+    return [naming.attributed(m, naming.subset("masks", i), ts) for m in ATTR["methods"] for i in range(n)]
 
 
 def attribution_endpoints():

@@ -6,6 +6,7 @@ import pandas as pd
 
 from diffunlearn import naming
 from diffunlearn.attribution.experiment import behaviour_value, estimate, plot_top_bottom
+from diffunlearn.attribution.removal import estimator_rows
 from diffunlearn.data import load_dataset
 from diffunlearn.snakemake_io import JobLog
 
@@ -14,6 +15,7 @@ a, inp, out = snakemake.params.attribution, snakemake.input, snakemake.output
 n_train = json.load(open(inp.info))["num_train"]
 z = np.load(inp.subsets, allow_pickle=False)
 masks, unit_names = z["masks"], [str(n) for n in z["unit_names"]]
+est_rows = estimator_rows(a["estimators"], a["removal"], a["num_subsets"])
 
 
 def behaviours_of(models, metric_files, margin_files):
@@ -36,8 +38,9 @@ for method in a["methods"]:
         values = by_model.loc[ids, b].to_numpy()
         v_empty, v_full = by_model.loc[p.empty_model, b], by_model.loc[p.full_model, b]
         for est in a["estimators"]:
+            rows = list(est_rows[est])  # the draws of this estimator's own distribution
             try:
-                s, intercept = estimate(est, masks[: len(values)], values, v_empty, v_full)
+                s, intercept = estimate(est, masks[rows], values[rows], v_empty, v_full)
             except ValueError as exc:
                 log(f"{est} / {method} / {b}: not estimable from these draws ({exc})")
                 s = np.full(masks.shape[1], np.nan)

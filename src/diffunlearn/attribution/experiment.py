@@ -4,11 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from diffunlearn.attribution.estimators import banzhaf, datamodel_ridge, leave_one_out, shapley_regression
-from diffunlearn.attribution.lds import lds_curve
+from diffunlearn.attribution.estimators import predict_behaviour
+from diffunlearn.attribution.lds import lds_null_and_bootstrap, lds_with_ci, seed_ceiling
 
 # Behaviours where larger is better are credited as they are; FID is negated so that a positive
 # score always means "this unit helps".
-BEHAVIOUR_SIGN = {"fid": -1.0, "is": 1.0, "precision": 1.0, "recall": 1.0, "margin": 1.0}
+# diversity: the entropy (nats) of the classifier's predicted classes over a model's samples; margin: the mean
+# margin on the validation split, i.e. the mean denoising loss negated.
+BEHAVIOUR_SIGN = {"fid": -1.0, "is": 1.0, "precision": 1.0, "recall": 1.0, "margin": 1.0, "diversity": 1.0}
 
 
 def units_of(unit: str, train_labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -25,7 +28,9 @@ def behaviour_value(name: str, metric: dict | None, margins: np.ndarray | None, 
     """A model's scalar behaviour, signed so that larger is better."""
     if name == "margin":
         return float(np.mean(margins[n_train:])) if len(margins) > n_train else float(np.mean(margins))
-    key = {"fid": "fid", "is": "is_mean", "precision": "precision", "recall": "recall"}[name]
+    key = {"fid": "fid", "is": "is_mean", "precision": "precision", "recall": "recall", "diversity": "class_entropy"}[name]
+    if key not in metric:
+        raise ValueError(f"attribution.behaviours: {name} needs {key!r} in the metrics record (re-run evaluate)")
     return BEHAVIOUR_SIGN[name] * float(metric[key])
 
 
@@ -54,11 +59,22 @@ def lds_sizes(num_subsets: int, sizes: list[int] | None) -> list[int]:
     return sorted({max(3, int(round(num_subsets * f))) for f in (0.25, 0.5, 0.75, 1.0)} & set(range(1, num_subsets + 1)))
 
 
-def lds_rows(estimator: str, masks, values, v_empty, v_full, heldout_masks, heldout_values_by_seed, sizes) -> list[dict]:
-    def fit(m, v):
-        return estimate(estimator, m, v, v_empty, v_full)
-
-    return lds_curve(fit, masks, values, heldout_masks, heldout_values_by_seed, sizes)
+def lds_rows(estimator: str, masks, values, v_empty, v_full, heldout_masks, heldout_values_by_seed, sizes,
+             seed: int = 0, num_draws: int = 1000) -> list[dict]:
+    """Per size k, the LDS of the scores fitted on the first k draws: per-seed mean with its t interval over
+    seeds (``lds_with_ci``), a bootstrap interval over the held-out subsets and the 95th percentile of the
+    permutation null (``lds_null_and_bootstrap``), and the seed-to-seed ceiling (``seed_ceiling``)."""
+    ceiling = seed_ceiling(heldout_values_by_seed)
+    rows = []
+    for k in sizes:
+        if not 1 <= k <= len(masks):
+            raise ValueError(f"size {k} is outside 1..{len(masks)} (the number of subsets given)")
+        scores, intercept = estimate(estimator, masks[:k], values[:k], v_empty, v_full)
+        point = lds_with_ci(scores, heldout_masks, heldout_values_by_seed, intercept)
+        predicted = predict_behaviour(scores, heldout_masks, intercept)
+        null = lds_null_and_bootstrap(predicted, heldout_values_by_seed, num_draws, seed)
+        rows.append({"num_subsets": int(k), **point, **null, "ceiling": ceiling})
+    return rows
 
 
 def plot_lds(table, path) -> None:

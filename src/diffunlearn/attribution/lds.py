@@ -81,3 +81,54 @@ def lds_curve(estimator_fn, masks, values, heldout_masks, heldout_values_by_seed
         point = lds_with_ci(scores, heldout_masks, heldout_values_by_seed, intercept, confidence)
         curve.append({"num_subsets": k, **point})
     return curve
+
+
+def _row_pearson(x, y):
+    """Pearson correlation of each row of x [B, M] with each row of y [S, M]: [B, S] (NaN for constant rows)."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean(axis=-1, keepdims=True)
+    denom = np.sqrt((xc ** 2).sum(-1))[:, None] * np.sqrt((yc ** 2).sum(-1))[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xc @ yc.T) / denom
+
+
+def _paired_pearson(x, y):
+    """Pearson correlation of row b of x with row b of y, for every b: [B] (NaN for constant rows)."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xc * yc).sum(-1) / np.sqrt((xc ** 2).sum(-1) * (yc ** 2).sum(-1))
+
+
+def seed_ceiling(values_by_seed) -> float:
+    """The mean Spearman correlation of the held-out behaviours between pairs of training seeds: how well one
+    seed's models predict another's, the most a predictor of the behaviour can be expected to reach (NaN with one
+    seed)."""
+    values_by_seed = np.atleast_2d(np.asarray(values_by_seed, dtype=float))
+    s = len(values_by_seed)
+    pairs = [lds(values_by_seed[i], values_by_seed[j]) for i in range(s) for j in range(i + 1, s)]
+    return float(np.nanmean(pairs)) if pairs and not np.all(np.isnan(pairs)) else float("nan")
+
+
+def lds_null_and_bootstrap(predicted, values_by_seed, num_draws: int = 1000, seed: int = 0,
+                           confidence: float = 0.95) -> dict:
+    """The seed-mean LDS beside (a) its permutation null: the seed-mean LDS of the predictions shuffled over the
+    held-out subsets, ``num_draws`` times, and its 95th percentile; (b) a percentile bootstrap interval over
+    the held-out subsets (resampled with replacement, all seeds together)."""
+    from scipy.stats import rankdata
+
+    predicted = np.asarray(predicted, dtype=float)
+    values_by_seed = np.atleast_2d(np.asarray(values_by_seed, dtype=float))
+    rng = np.random.default_rng(seed)
+    m = len(predicted)
+    ranks_actual = rankdata(values_by_seed, axis=1)
+    perms = np.argsort(rng.random((num_draws, m)), axis=1)
+    null = np.nanmean(_row_pearson(rankdata(predicted)[perms], ranks_actual), axis=1)
+    picks = rng.integers(0, m, size=(num_draws, m))
+    boot_pred = rankdata(predicted[picks], axis=1)
+    boot = np.nanmean([_paired_pearson(boot_pred, rankdata(v[picks], axis=1)) for v in values_by_seed], axis=0)
+    tail = (1 - confidence) / 2
+    finite = boot[np.isfinite(boot)]
+    low, high = (np.quantile(finite, [tail, 1 - tail]) if len(finite) else (np.nan, np.nan))
+    return {"null_p95": float(np.nanquantile(null, 0.95)), "boot_low": float(low), "boot_high": float(high),
+            "num_heldout": m}

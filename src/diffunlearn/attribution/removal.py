@@ -11,6 +11,50 @@ import operator
 import numpy as np
 
 REMOVAL_KINDS = ("datashapley", "datamodel", "uniform", "loo")
+# The draws each estimator is sound on: KernelSHAP's regression weights rows uniformly, so the Shapley kernel
+# must be in the sampling; the difference-of-means Banzhaf value is unbiased on uniform (p = 1/2) draws; the
+# datamodel is the linear model fitted on alpha-subsets; leave-one-out needs the n leave-one-out subsets.
+ESTIMATOR_DISTRIBUTION = {"shapley": "datashapley", "banzhaf": "uniform", "datamodel": "datamodel", "loo": "loo"}
+
+
+def check_pairing(estimators, removal: str | None) -> None:
+    """Refuse a shared removal distribution that some estimator is not sound on (None: per-estimator draws)."""
+    if removal is None:
+        return
+    for est in estimators:
+        need = ESTIMATOR_DISTRIBUTION[est]
+        if removal != need:
+            raise ValueError(f"attribution.removal: {removal} draws are unsound for the {est} estimator (it needs "
+                             f"{need} draws); set attribution.removal: null to draw for each estimator")
+
+
+def estimator_rows(estimators, removal: str | None, num_subsets: int) -> dict:
+    """{estimator: range of rows of the subset table (the d<i> models) it is fitted on}. Shared draws (a
+    ``removal`` kind): every estimator the same rows; per-estimator draws (None): consecutive blocks."""
+    check_pairing(estimators, removal)
+    if removal is not None:
+        return {est: range(num_subsets) for est in estimators}
+    return {est: range(i * num_subsets, (i + 1) * num_subsets) for i, est in enumerate(estimators)}
+
+
+def num_subset_models(estimators, removal: str | None, num_subsets: int) -> int:
+    """How many subset models (d<i>) a method trains: the rows of the subset table."""
+    rows = estimator_rows(estimators, removal, num_subsets)
+    return max((r.stop for r in rows.values()), default=0)
+
+
+def draw_for_estimators(estimators, removal: str | None, n_units: int, num_subsets: int, seed: int,
+                        alpha: float = 0.5) -> np.ndarray:
+    """The subset table: shared draws of ``removal``, or each estimator's block drawn from its own distribution
+    (seeded by (seed, distribution), so an estimator's draws do not depend on the others listed)."""
+    rows = estimator_rows(estimators, removal, num_subsets)
+    if removal is not None:
+        return draw_subsets(removal, n_units, num_subsets, seed, alpha=alpha)
+    blocks = []
+    for est in rows:
+        kind = ESTIMATOR_DISTRIBUTION[est]
+        blocks.append(draw_subsets(kind, n_units, num_subsets, [seed, REMOVAL_KINDS.index(kind)], alpha=alpha))
+    return np.concatenate(blocks) if blocks else np.zeros((0, n_units), dtype=bool)
 
 
 def datashapley_size_probabilities(n_units: int) -> np.ndarray:
