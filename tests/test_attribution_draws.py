@@ -2,12 +2,17 @@
 import numpy as np
 import pytest
 
-from conftest import tiny_config
 from diffunlearn.attribution.experiment import lds_rows
 from diffunlearn.attribution.lds import lds, lds_null_and_bootstrap, seed_ceiling
-from diffunlearn.attribution.removal import (datashapley_size_probabilities, draw_for_estimators, estimator_rows,
-                                             num_subset_models)
+from diffunlearn.attribution.removal import (
+    datashapley_size_probabilities,
+    draw_for_estimators,
+    estimator_rows,
+    num_subset_models,
+)
 from diffunlearn.config import ConfigError, validate_config
+
+from conftest import tiny_config
 
 
 @pytest.mark.parametrize("removal,estimators", [("datashapley", ["shapley", "banzhaf"]),

@@ -2,15 +2,16 @@
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_prune import DIFFUSION, MODEL, TRAIN, _outputs
 
-from conftest import tiny_config
 from diffunlearn.checkpoint import load_ema_unet, load_training_state, write_initial_checkpoint
 from diffunlearn.config import validate_config
 from diffunlearn.data import load_digits_source
 from diffunlearn.lora import attach_lora, lora_of, lora_prepare, lora_settings, merged_copy
 from diffunlearn.models import build_scheduler, build_unet
 from diffunlearn.train import TrainRun, descend_on, run_training
-from test_prune import DIFFUSION, MODEL, TRAIN, _outputs
+
+from conftest import tiny_config
 
 HP = {"rank": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["to_q", "to_k", "to_v"]}
 

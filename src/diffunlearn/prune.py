@@ -168,8 +168,9 @@ def read_pruned_json(unet_dir) -> dict | None:
 def rebuild_pruned(unet_dir):
     """A ``UNet2DModel`` from a saved folder with ``pruned.json``: architecture from config.json, layers resized,
     weights from the safetensors file (strict: every tensor must fit)."""
-    from diffunlearn.models import unet_class
     from safetensors.torch import load_file
+
+    from diffunlearn.models import unet_class
 
     unet_dir = Path(unet_dir)
     spec = read_pruned_json(unet_dir)

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffunlearn.attribution.estimators import banzhaf, datamodel_ridge, leave_one_out, shapley_regression
-from diffunlearn.attribution.estimators import predict_behaviour
+from diffunlearn.attribution.estimators import (
+    banzhaf,
+    datamodel_ridge,
+    leave_one_out,
+    predict_behaviour,
+    shapley_regression,
+)
 from diffunlearn.attribution.lds import lds_null_and_bootstrap, lds_with_ci, seed_ceiling
 
 # Behaviours where larger is better are credited as they are; FID is negated so that a positive
