@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -42,3 +44,43 @@ def test_fine_tune_all_is_gd_on_all_the_training_data():
         assert objective("gd", {})(step) == [("retain", 1.0)]
     assert "fine_tune_all" in naming.FINE_TUNING_METHODS
     assert naming.unlearned("fine_tune_all", "class3", 2) == "unlearn.fine_tune_all.class3.s2"
+
+
+def _train_named(tmp_path, name, captured):
+    """Train ``name`` for 2 steps as train_original / train_oracle do (seed from the model name); its state."""
+    from diffunlearn.checkpoint import load_ema_unet
+    from diffunlearn.data import load_digits_source
+    from diffunlearn.train import TrainRun, run_training
+
+    cfg = validate_config(tiny_config("r"))
+    cfg["train"].update(steps=2, checkpoint_every=2, log_every=1, batch_size=8, warmup_steps=0)
+    images = load_digits_source()[0][:60]
+    if naming.parse(name).kind == "oracle":
+        images = images[10:]  # the oracle's retain set
+
+    def build(seed):
+        unet = build_unet(cfg["model"], images.shape[1], images.shape[3], seed=seed)
+        captured.setdefault(name, torch.cat([p.detach().flatten().clone() for p in unet.parameters()]))
+        return unet
+
+    out = tmp_path / name
+    run = TrainRun(out_dir=str(out), sources={"train": images}, train_cfg=cfg["train"], model_cfg=cfg["model"],
+                   diffusion_cfg=cfg["diffusion"], seed=training_rng_seed(name), device="cpu", build_model=build)
+    run_training(run, log=lambda message: None)
+    state = json.loads((out / "checkpoint-2" / "training_state" / "state.json").read_text())
+    final = torch.cat([p.detach().flatten() for p in load_ema_unet(out / "checkpoint-2").parameters()])
+    return state, final
+
+
+def test_oracle_and_original_start_apart_and_a_rerun_repeats_its_seed_and_weights(tmp_path):
+    initial = {}
+    original_state, _ = _train_named(tmp_path, "original.s0", initial)
+    oracle_state, oracle_final = _train_named(tmp_path, "oracle.f.s0", initial)
+    assert not torch.equal(initial["original.s0"], initial["oracle.f.s0"])
+    assert original_state["rng_seed"] == 0
+    assert oracle_state["rng_seed"] == model_rng_seed("oracle.f", 0) != original_state["rng_seed"]
+    again = {}
+    rerun_state, rerun_final = _train_named(tmp_path / "again", "oracle.f.s0", again)
+    assert torch.equal(again["oracle.f.s0"], initial["oracle.f.s0"])
+    assert rerun_state["rng_seed"] == oracle_state["rng_seed"]
+    assert torch.equal(rerun_final, oracle_final)

@@ -262,7 +262,8 @@ def checkpoint_record(trainer: Trainer, done: int, wall: float) -> dict:
     run, cfg = trainer.run, trainer.cfg
     accum = cfg["gradient_accumulation_steps"]
     st = {"step": done, "fingerprint": trainer.fp, "wall_seconds": wall, "examples_seen": trainer.examples_seen,
-          "loss_log": trainer.loss_log, "device": str(trainer.device), "seed": run.seed,
+          # rng_seed: the seed that drove this model's randomness (an oracle's is its family's, diffunlearn.seeding)
+          "loss_log": trainer.loss_log, "device": str(trainer.device), "seed": run.seed, "rng_seed": run.seed,
           "total_steps": trainer.total_steps, "mixed_precision": cfg["mixed_precision"],
           # Model FLOPs (forward + backward) and what the steps achieved, checkpoint writing excluded.
           **trainer.meter.record(accum * len(run.objective(done - 1))),
