@@ -474,7 +474,7 @@ def check_klom_sides(n_unlearned: int, n_oracle: int, n_floor: int | None, names
 
 def klom_with_floor(
     unlearned, oracle, splits: dict[str, np.ndarray], floor_oracles=None, *, num_splits: int = 10,
-    direction: str = "unlearned_oracle", bootstrap: int = 200, rng_seed: int = 0, confidence: float = 0.95, **kwargs,
+    direction: str = "unlearned_oracle", bootstrap: int = 100, rng_seed: int = 0, confidence: float = 0.95, **kwargs,
 ):
     """KLOM, floor and excess per example, their per-split statistics and bootstrap intervals over models.
 
