@@ -1,9 +1,15 @@
 """The FID / IS plots: unlearned models on their own panel at their unlearning steps, and a log axis when one
-family's values dwarf the others' (read back from the matplotlib figure, not from pixels)."""
+family's values dwarf the others' (read back from the matplotlib figure, not from pixels); and
+`snakemake --report` on the finished tiny run: a page with the front text, every plot and every table."""
+import base64
+import json
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import run_snakemake
 from diffunlearn.report import metric_vs_step_figure, plot_metric_vs_step, use_log_scale
 
 
@@ -63,3 +69,31 @@ def test_linear_axis_and_one_panel_without_unlearning(tmp_path):
     plt.close(fig)
     plot_metric_vs_step(records, "fid", "FID", tmp_path / "fid.png")
     assert (tmp_path / "fid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_snakemake_report_embeds_front_text_plots_and_tables(tiny_run):
+    work, cfg = tiny_run
+    page = work / "report.html"
+    proc = run_snakemake(work, work / "config.yaml", "--report", str(page))
+    assert page.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    html = page.read_text()
+    # every file the report rule marks for the report is in the page, byte for byte (embedded as base64)
+    report = work / "results" / cfg["experiment"] / "report"
+    files = ["evaluation_results.csv", "best_scores.csv", "fid_vs_step.png", "is_vs_step.png", "klom.csv",
+             "klom_per_method.png", "cost_vs_klom.png"] + [f"samples/{f}.png" for f in
+                                                             ("original", "oracle.rand", "oracle.cls1")]
+    for name in files:
+        assert base64.b64encode((report / name).read_bytes()).decode() in html, name
+    for category in ("Evaluation", "Samples", "Unlearning"):
+        assert f'"{category}"' in html, category
+    # the front text (workflow/report/workflow.rst) with this run's settings
+    desc = json.loads(re.search(r'<script id="workflow-desc">\s*var workflow_desc = (".*?");?\s*</script>', html,
+                                re.S).group(1))
+    text = " ".join(re.sub(r"<[^>]+>", "", desc).split())
+    assert "diffunlearn: experiment t" in text
+    assert "seeds 0; 4 steps of batch 16, a checkpoint every 2 steps" in text
+    assert "rand (random, 20 examples), cls1 (class 1)" in text
+    assert "do_nothing, ga, gd, sparsified" in text
+    assert "What each section shows" in text and "Attribution" not in text
+    assert '"results_dir": "' + str(work / "results") + '"' in text.replace("&quot;", '"')

@@ -82,11 +82,16 @@ def _training_panel(ax, sub: pd.DataFrame, metric: str, colors: dict) -> None:
 
 def _unlearning_panel(ax, sub: pd.DataFrame, trained: pd.DataFrame, metric: str, colors: dict) -> None:
     """Unlearned families at their own number of unlearning steps, with the trained models' final
-    checkpoints as reference lines: the original (where unlearning starts) and the oracles (the target)."""
+    checkpoints as reference lines: the original (where unlearning starts) and the oracles of the forget sets
+    unlearned here (the target)."""
+    forgotten = {naming.parse(m).forget for m in sub["model"]}
     for family, fam in trained.groupby("family", sort=False):
+        name = naming.parse(fam["model"].iloc[0])
+        if name.kind == "oracle" and name.forget not in forgotten:
+            continue
         ref = _final(fam, metric)
         step = int(fam["step"].max())
-        original = _kind(fam["model"].iloc[0]) == "original"
+        original = name.kind == "original"
         ax.axhline(ref["mean"], color=colors[family], linestyle="-" if original else "--", linewidth=1,
                    label=f"{family} @ step {step} ({'start' if original else 'target'})")
         if original:
