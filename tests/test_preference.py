@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffunlearn.choice import classifier_scores, make_pairs, wilson_interval, win_rate
 from diffunlearn.preference import dpo_loss, npo_loss, sft_loss
 
 
@@ -74,9 +75,6 @@ def test_npo_gradient_is_bounded_and_vanishes_where_gradient_ascent_does_not():
 
 
 # ---------------------------------------------------------------- the engine: frozen reference, paired batches
-from diffunlearn.choice import make_pairs, wilson_interval, win_rate, classifier_scores  # noqa: E402
-
-
 def _pairs_run(tmp_path, mode, init):
     from diffunlearn.config import validate_config
     from diffunlearn.data import load_digits_source
