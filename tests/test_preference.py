@@ -227,3 +227,28 @@ def test_dpo_unlearning_pairs_every_retain_example_with_a_forget_example():
     assert objective("dpo", {})(0) == [("winners", 1.0)] and sources_of("dpo") == ("winners", "losers")
     assert objective("npo", {})(0) == [("forget", 1.0)] and preference_loss("npo", {"beta": 2.0}).beta == 2.0
     assert preference_loss("gd", {}) is None
+
+
+def test_preference_losses_draw_uniform_t_whatever_the_engine_sampler():
+    from diffunlearn.objectives import Batch, StepContext, UniformTimesteps
+    from diffunlearn.preference import PreferenceLoss
+
+    class Refuses:
+        needs_losses = True
+
+        def sample(self, n, generator):
+            raise AssertionError("the preference loss must not use the run's timestep sampler")
+
+    seen = []
+
+    def forward(x_t, t):
+        seen.append(t.clone())
+        return torch.zeros_like(x_t)
+
+    x0 = torch.zeros(6, 1, 8, 8)
+    ctx = StepContext(forward=forward, alphas_cumprod=torch.linspace(0.99, 0.01, 1000), num_train_timesteps=1000,
+                      device="cpu", part=slice(0, 6), sampler=Refuses(), reference=forward)
+    batch = Batch(source="winners", x0=x0, n_global=6, take=lambda name: x0 + 1)
+    PreferenceLoss("dpo", beta=1.0)(ctx, batch, torch.Generator().manual_seed(3))
+    expected = UniformTimesteps(1000).sample(6, torch.Generator().manual_seed(3))
+    assert torch.equal(seen[0], torch.cat([expected, expected]))  # winners and losers share uniform t

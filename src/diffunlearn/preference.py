@@ -22,9 +22,9 @@ reads the winners from the step's batch, the losers from a second source at the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from diffunlearn.objectives import draw_t_and_noise, noisy, per_example_mse
+from diffunlearn.objectives import UniformTimesteps, draw_t_and_noise, noisy, per_example_mse
 
 MODES = ("dpo", "sft", "npo")
 
@@ -62,8 +62,10 @@ def _denoising_losses(forward, ctx, x0, t, noise):
 @dataclass
 class PreferenceLoss:
     """The engine's loss for DPO / SFT (winners: the batch's source; losers: ``loser_source`` at the same rows) and
-    NPO (the batch's source are the losers). Winner and loser share t and noise. Every call appends the detached
-    loss, implicit accuracy and the model's and reference's mean denoising losses to ``history``."""
+    NPO (the batch's source are the losers). Winner and loser share t and noise; t is uniform, as in
+    Diffusion-DPO, whatever train.timesteps / train.loss_weighting say (their samplers and weights are not applied
+    to these losses). Every call appends the detached loss, implicit accuracy and the model's and reference's mean
+    denoising losses to ``history``."""
 
     mode: str
     beta: float = 1.0
@@ -79,7 +81,7 @@ class PreferenceLoss:
     def __call__(self, ctx, batch, generator):
         import torch
 
-        t, noise = draw_t_and_noise(ctx, batch, generator)
+        t, noise = draw_t_and_noise(replace(ctx, sampler=UniformTimesteps(ctx.num_train_timesteps)), batch, generator)
         if self.mode == "sft":
             model_w = _denoising_losses(ctx.forward, ctx, batch.x0, t, noise)
             loss = sft_loss(model_w)
