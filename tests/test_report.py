@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake
 from diffunlearn.report import metric_vs_step_figure, plot_metric_vs_step, use_log_scale
+
+from conftest import run_snakemake
 
 
 def _records(ga_fid):

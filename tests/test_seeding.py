@@ -3,12 +3,13 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
 from diffunlearn import naming
 from diffunlearn.config import validate_config
 from diffunlearn.models import build_unet
 from diffunlearn.seeding import model_rng_seed, training_rng_seed
 from diffunlearn.unlearn import objective, sources_of
+
+from conftest import tiny_config
 
 
 def test_originals_keep_their_seed_and_every_other_family_gets_its_own():
