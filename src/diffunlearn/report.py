@@ -43,8 +43,9 @@ def best_scores(records: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# Model kinds drawn on the unlearning panel: they start from a trained original's final checkpoint.
-UNLEARNING_KINDS = ("unlearn", "pruned")
+# Model kinds drawn on the unlearning panel: they start from a trained original's final checkpoint (dpo: the
+# preference fine-tuned originals, at their fine-tuning steps).
+UNLEARNING_KINDS = ("unlearn", "pruned", "dpo")
 # A metric whose plotted values span more than this factor gets a log axis (an exploding FID keeps the
 # other families readable instead of squashing them to the bottom).
 LOG_SCALE_SPAN = 10.0
