@@ -103,6 +103,16 @@ def test_fast_and_plain_training_give_the_same_loss_curve(tmp_path, aot_eager):
     assert plain_state["achieved_tflops"] > 0 and 0 < plain_state["mfu"] < 1
 
 
+def test_speed_keys_leave_the_params_and_come_back_from_the_config():
+    from diffunlearn.speed import SPEED_KEYS, job_params, with_speed_keys
+
+    config = {"train": {"lr": 1e-3, "compile": True, "channels_last": False, "fused_adamw": "auto"}}
+    params = job_params("train", config["train"])
+    assert params == {"lr": 1e-3} and set(SPEED_KEYS["train"]).isdisjoint(params)
+    assert with_speed_keys("train", params, config) == config["train"]
+    assert with_speed_keys("sampling", {"num_samples": 4}, {}) == {"num_samples": 4}
+
+
 def test_fast_path_defaults():
     assert fast_path({}, "cpu") == {"compile": False, "channels_last": False, "fused_adamw": True}
     assert fast_path({}, "cuda:0") == {"compile": True, "channels_last": True, "fused_adamw": True}

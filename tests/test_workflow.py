@@ -78,9 +78,15 @@ def test_one_methods_learning_rate_replans_only_that_method(tiny_run, tmp_path):
     assert jobs == {"unlearn": 1, "sample": 1, "evaluate": 1, "margins": 1, "klom": 1, "report": 1, "all": 1}
 
 
-def test_margins_speed_switches_replan_nothing_but_the_margins_seed_does(tiny_run, tmp_path):
-    """compile / channels_last do not change the margins beyond float tolerance: they are not job params."""
-    assert _replan(tiny_run, tmp_path, lambda c: c["margins"].update(compile=True, channels_last=True)) == {}
+def test_speed_switches_replan_nothing_but_the_margins_seed_does(tiny_run, tmp_path):
+    """compile / channels_last / fused AdamW / CUDA graphs do not change results beyond float tolerance: they
+    are never job params, in any section."""
+    def switch_all(c):
+        c["margins"].update(compile=True, channels_last=True)
+        c["train"].update(compile=True, channels_last=True, fused_adamw=False)
+        c["sampling"].update(compile=True, channels_last=True, cuda_graphs=True)
+
+    assert _replan(tiny_run, tmp_path, switch_all) == {}
     jobs = _replan(tiny_run, tmp_path, lambda c: c["margins"].update(seed=1))
     assert jobs["margins"] > 0 and "train_original" not in jobs
 

@@ -2,9 +2,9 @@
 
 ``compile`` (torch.compile), ``channels_last`` (NHWC weights and activations), ``cuda_graphs`` and
 ``fused_adamw`` change results by no more than float tolerance (tests/test_fastpath.py), so they are not
-part of a run's fingerprint, and a section's switches listed in :data:`SPEED_KEYS` are left out of the job
-params of the rules that did not carry them before this list (margins: switching one re-runs nothing). Each takes true, false
-or "auto" (:func:`resolve_switch`; compile for inference: :func:`resolve_compile`). :func:`fast_inference`
+part of a run's fingerprint and never job params: :func:`job_params` drops them from the params a rule
+declares, and a job script reads them back from the config with :func:`with_speed_keys`, so switching one
+re-runs nothing. Each takes true, false or "auto" (:func:`resolve_switch`; compile for inference: :func:`resolve_compile`). :func:`fast_inference`
 is the one eval / channels_last / compile / restore sequence of sampling and margins.
 """
 from __future__ import annotations
@@ -19,6 +19,17 @@ SPEED_KEYS = {
 }
 # The train section's: excluded from a training run's fingerprint (resuming across a switch is allowed).
 FAST_PATH_KEYS = SPEED_KEYS["train"]
+
+
+def job_params(section: str, cfg: dict) -> dict:
+    """``cfg`` (a config section) without its speed-only keys: what a rule may declare as params."""
+    return {k: v for k, v in cfg.items() if k not in SPEED_KEYS[section]}
+
+
+def with_speed_keys(section: str, params: dict, config: dict) -> dict:
+    """A job's params with the speed-only keys of ``config[section]`` added back (in the job script)."""
+    own = config.get(section) or {}
+    return {**params, **{k: own[k] for k in SPEED_KEYS[section] if k in own}}
 
 
 def resolve_switch(value, device) -> bool:

@@ -6,7 +6,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from snakemake.exceptions import WorkflowError
 
-from diffunlearn import naming
+from diffunlearn import naming, speed
 from diffunlearn.choice import run_settings
 from diffunlearn.config import ConfigError, checkpoint_steps, export_pythonpath, validate_config, load_schema
 from diffunlearn.seeding import model_rng_seed
@@ -80,7 +80,8 @@ def training_params(parallel=False, train=None):
     and only when above 1, so that its default leaves the params, and so existing results, as they were.
     train.timesteps / train.loss_weighting: left out when uniform (the default), resolved with every parameter
     of their scheme otherwise (diffunlearn.weighting.job_params)."""
-    t = job_params({k: v for k, v in (train or config["train"]).items() if k not in ("threads", "num_processes")})
+    train = speed.job_params("train", train or config["train"])
+    t = job_params({k: v for k, v in train.items() if k not in ("threads", "num_processes")})
     if parallel and TRAIN_PROCESSES > 1:
         t["num_processes"] = TRAIN_PROCESSES
     return t

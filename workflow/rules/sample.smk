@@ -6,7 +6,7 @@ rule sample:
         samples=f"{R}/samples/{{model}}/step{{step}}/samples.npz",
         grid=f"{R}/samples/{{model}}/step{{step}}/grid.png",
     params:
-        sampling={k: v for k, v in config["sampling"].items() if k != "threads"},
+        sampling={k: v for k, v in speed.job_params("sampling", config["sampling"]).items() if k != "threads"},
         diffusion=config["diffusion"],
         device=config["device"],
         **({"scaling_factor": LATENTS["scaling_factor"]} if LATENTS["enabled"] else {}),

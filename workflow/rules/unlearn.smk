@@ -1,4 +1,3 @@
-from diffunlearn.speed import SPEED_KEYS  # speed-only keys: never job params
 
 
 rule unlearn:
@@ -64,8 +63,8 @@ rule margins:
         f"{R}/margins/{{model}}.npy",
     params:
         # timesteps: a param only when not "uniform", so that margins computed before the option stay valid
-        margins={k: v for k, v in config["margins"].items()
-                 if k not in ("threads", *SPEED_KEYS["margins"]) and (k, v) != ("timesteps", "uniform")},
+        margins={k: v for k, v in speed.job_params("margins", config["margins"]).items()
+                 if k != "threads" and (k, v) != ("timesteps", "uniform")},
         diffusion=config["diffusion"],
         device=config["device"],
     log:

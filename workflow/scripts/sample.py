@@ -7,10 +7,10 @@ from diffunlearn.grid import image_grid, save_png
 from diffunlearn.models import build_scheduler
 from diffunlearn.sample import sample_images
 from diffunlearn.snakemake_io import JobLog, job_device
-from diffunlearn.speed import resolve_compile, resolve_switch
+from diffunlearn.speed import resolve_compile, resolve_switch, with_speed_keys
 
 log = JobLog(snakemake)
-cfg = snakemake.params.sampling
+cfg = with_speed_keys("sampling", snakemake.params.sampling, snakemake.config)
 device = job_device(snakemake.params.device)
 unet = load_ema_unet(snakemake.input.checkpoint).to(device)
 decode = None

@@ -4,6 +4,7 @@ import os
 from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
 from diffunlearn.seeding import training_rng_seed
 from diffunlearn.snakemake_io import JobLog, job_device
+from diffunlearn.speed import with_speed_keys
 from diffunlearn.train import TrainRun, cost_record, train_data_parallel
 
 log = JobLog(snakemake)
@@ -18,7 +19,7 @@ if "forget" in snakemake.input.keys():
     log(f"oracle: training on the {len(train_images)} retained examples ({len(forget)} forgotten)")
 run = TrainRun(
     out_dir=os.path.dirname(snakemake.output.cost), sources={"train": train_images},
-    train_cfg=p.train, model_cfg=p.model, diffusion_cfg=p.diffusion,
+    train_cfg=with_speed_keys("train", p.train, snakemake.config), model_cfg=p.model, diffusion_cfg=p.diffusion,
     seed=training_rng_seed(os.path.basename(os.path.dirname(snakemake.output.cost))),  # oracles: their family's own seed
     device=job_device(p.device),
 )

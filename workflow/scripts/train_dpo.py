@@ -9,6 +9,7 @@ from diffunlearn.io import write_json_atomic
 from diffunlearn.objectives import descend_on
 from diffunlearn.preference import PreferenceLoss
 from diffunlearn.snakemake_io import JobLog, job_device
+from diffunlearn.speed import with_speed_keys
 from diffunlearn.train import TrainRun, cost_record, fine_tune_config, run_training
 
 log = JobLog(snakemake)
@@ -21,7 +22,7 @@ log(f"{wc.name}: {mode} on {len(winners)} pairs" + ("" if hp["sft"] else f", bet
 loss = PreferenceLoss(mode, beta=hp["beta"], loser_source="losers")
 run = TrainRun(out_dir=os.path.dirname(snakemake.output.cost),
                sources={"winners": winners} if hp["sft"] else {"winners": winners, "losers": losers},
-               train_cfg=fine_tune_config(p.train, hp), model_cfg=p.model, diffusion_cfg=p.diffusion, seed=int(wc.seed),
+               train_cfg=fine_tune_config(with_speed_keys("train", p.train, snakemake.config), hp), model_cfg=p.model, diffusion_cfg=p.diffusion, seed=int(wc.seed),
                device=job_device(p.device), objective=descend_on("winners"), init_from=snakemake.input.reference,
                init_weights="ema", extra_state={"method": mode, "hyperparameters": hp}, loss=loss,
                reference=None if hp["sft"] else "init")

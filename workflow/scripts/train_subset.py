@@ -7,6 +7,7 @@ from diffunlearn import naming
 from diffunlearn.attribution.removal import units_to_examples
 from diffunlearn.data import load_model_inputs, write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
+from diffunlearn.speed import with_speed_keys
 from diffunlearn.train import TrainRun, cost_record, descend_on, fine_tune_config, run_training
 
 log = JobLog(snakemake)
@@ -17,7 +18,7 @@ with np.load(snakemake.input.subsets, allow_pickle=False) as z:
     kept_units = z[kind][index]
     keep = units_to_examples(kept_units, z["unit_of_example"])
 log(f"{wc.method} on subset {wc.subset}: {int(kept_units.sum())}/{len(kept_units)} units, {int(keep.sum())} examples")
-train_cfg = dict(p.train)
+train_cfg = with_speed_keys("train", p.train, snakemake.config)
 if wc.method == "sparsified":
     hp = p.hp
     train_cfg = fine_tune_config(train_cfg, hp)

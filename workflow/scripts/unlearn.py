@@ -7,6 +7,7 @@ from diffunlearn.influence import influence_checkpoint
 from diffunlearn.lora import lora_prepare, lora_settings
 from diffunlearn.prune import pruning_prepare, size_record
 from diffunlearn.snakemake_io import JobLog, job_device
+from diffunlearn.speed import with_speed_keys
 from diffunlearn.train import TrainRun, cost_record, fine_tune_config, run_training
 from diffunlearn.unlearn import objective, preference_loss, preference_pairs, sources_of
 
@@ -34,7 +35,7 @@ if method == "iu":  # one WoodFisher step, no training loop
                                    {**hp, "seed": hp["seed"] * 1_000_003 + seed}, device, extra)
     prune_info = summary["influence"]
 else:
-    train_cfg = fine_tune_config(p.train, hp)
+    train_cfg = fine_tune_config(with_speed_keys("train", p.train, snakemake.config), hp)
     prepare = {"prune_fine_tune": lambda: pruning_prepare(hp["pruning_ratio"], batch_shape, prune_info),
                "lora": lambda: lora_prepare(lora_settings(hp))}.get(method, lambda: None)()
     run = TrainRun(out_dir=out_dir, sources=sources, train_cfg=train_cfg, model_cfg=p.model, diffusion_cfg=p.diffusion,
