@@ -34,7 +34,10 @@ def test_attribution_over_classes_end_to_end(tmp_path):
     lds = pd.read_csv(report / "lds.csv")
     assert set(lds["num_subsets"]) == {2, 3}
     assert set(lds["method"]) == {"retrain", "sparsified"}
-    assert lds["lds_mean"].between(-1, 1).all() and lds["null_p95"].between(-1, 1).all()
+    # NaN where a fit on 2 draws predicts the same behaviour for every held-out subset (a constant has no rank)
+    for column in ("lds_mean", "null_p95"):
+        finite = lds[column].dropna()
+        assert len(finite) > 0 and finite.between(-1, 1).all(), column
     assert (lds["num_heldout"] == 3).all() and lds["ceiling"].nunique() <= 3  # one ceiling per behaviour
     assert (behaviours["diversity"].between(0, np.log(10) + 1e-9)).all()
     cost = pd.read_csv(report / "attribution_cost.csv").set_index("method")
