@@ -303,3 +303,45 @@ if {"classifier", "inception"} <= set(EXTRACTORS):
     EXTRACTOR_INPUT = ([unpack(classifier_input)], {})
 else:
     EXTRACTOR_INPUT = ([], {"classifier": f"{R}/classifier"} if "classifier" in EXTRACTORS else {})
+
+
+# ---------------------------------------------------------------- speed-up study (speedup.smk)
+
+
+def speedup_train_config(scheme):
+    """config["train"] with the scheme's timesteps / loss_weighting in place of the originals' ones."""
+    t = {k: v for k, v in config["train"].items() if k not in ("timesteps", "loss_weighting")}
+    return {**t, **SPEEDUP[scheme]}
+
+
+def speedup_extractor():
+    return config["speedup"]["feature_extractor"] or EXTRACTORS[0]
+
+
+# ---------------------------------------------------------------- preference fine-tuning (dpo.smk)
+CHOICE = DPO["choice_model"]
+
+
+def preference_inputs(wc):
+    out = {"reference": final_checkpoint(naming.original(wc.seed)), "data": rules.prepare_data.output.data}
+    if CHOICE["kind"] == "classifier":
+        out["classifier"] = f"{R}/classifier"
+    if CHOICE["kind"] == "pairs":
+        out["pairs_file"] = CHOICE["pairs_file"]
+    return out
+
+
+def dpo_report_inputs(wc):
+    ext = EXTRACTORS[0]
+    models = [naming.original(s) for s in DPO_SEEDS] + dpo_models()
+    final = {m: model_steps(m)[-1] for m in models}
+    out = {
+        "samples": [f"{R}/samples/{m}/step{final[m]}/samples.npz" for m in models],
+        "metrics": [f"{R}/metrics/{ext}/{m}/step{final[m]}.json" for m in models],
+        "costs": [cost_file(m) for m in dpo_models()],
+        "logs": [f"{R}/models/{m}/dpo_log.{final[m]}.json" for m in dpo_models()],
+        "preferences": [f"{R}/preferences/s{s}/preferences.json" for s in DPO_SEEDS],
+    }
+    if CHOICE["kind"] == "classifier":
+        out["classifier"] = f"{R}/classifier"
+    return out

@@ -2,18 +2,6 @@
 # model judged by a choice model (once per seed, reused by every run), Diffusion-DPO / SFT fine-tuning of a copy of
 # the reference against it (one model dpo.<run>.s<k> per run, sampled and scored like every model), and
 # report/dpo.csv: win rate against the reference on the samples of sampling.seed, FID, IS, implicit accuracy, cost.
-CHOICE = DPO["choice_model"]
-
-
-def preference_inputs(wc):
-    out = {"reference": final_checkpoint(naming.original(wc.seed)), "data": rules.prepare_data.output.data}
-    if CHOICE["kind"] == "classifier":
-        out["classifier"] = f"{R}/classifier"
-    if CHOICE["kind"] == "pairs":
-        out["pairs_file"] = CHOICE["pairs_file"]
-    return out
-
-
 rule make_preferences:
     input:
         unpack(preference_inputs),
@@ -66,22 +54,6 @@ rule train_dpo:
         "../../envs/diffunlearn.yaml"
     script:
         "../scripts/train_dpo.py"
-
-
-def dpo_report_inputs(wc):
-    ext = EXTRACTORS[0]
-    models = [naming.original(s) for s in DPO_SEEDS] + dpo_models()
-    final = {m: model_steps(m)[-1] for m in models}
-    out = {
-        "samples": [f"{R}/samples/{m}/step{final[m]}/samples.npz" for m in models],
-        "metrics": [f"{R}/metrics/{ext}/{m}/step{final[m]}.json" for m in models],
-        "costs": [cost_file(m) for m in dpo_models()],
-        "logs": [f"{R}/models/{m}/dpo_log.{final[m]}.json" for m in dpo_models()],
-        "preferences": [f"{R}/preferences/s{s}/preferences.json" for s in DPO_SEEDS],
-    }
-    if CHOICE["kind"] == "classifier":
-        out["classifier"] = f"{R}/classifier"
-    return out
 
 
 rule dpo_report:

@@ -3,16 +3,6 @@
 # the originals (its baseline), and the table of steps / seconds to the baseline's final FID.
 
 
-def speedup_train_config(scheme):
-    """config["train"] with the scheme's timesteps / loss_weighting in place of the originals' ones."""
-    t = {k: v for k, v in config["train"].items() if k not in ("timesteps", "loss_weighting")}
-    return {**t, **SPEEDUP[scheme]}
-
-
-def speedup_extractor():
-    return config["speedup"]["feature_extractor"] or EXTRACTORS[0]
-
-
 rule train_speedup:
     input:
         data=MODEL_DATA,
