@@ -195,12 +195,19 @@ def family_representatives():
 
 
 def report_outputs():
-    return [
-        f"{R}/report/evaluation_results.csv",
-        f"{R}/report/best_scores.csv",
-        f"{R}/report/fid_vs_step.png",
-        f"{R}/report/is_vs_step.png",
-    ] + [f"{R}/report/samples/{fam}.png" for fam in families()] + klom_report_outputs() + attribution_report_outputs() + speedup_report_outputs() + ([f"{R}/report/dpo.csv"] if DPO["runs"] else [])
+    return (
+        [
+            f"{R}/report/evaluation_results.csv",
+            f"{R}/report/best_scores.csv",
+            f"{R}/report/fid_vs_step.png",
+            f"{R}/report/is_vs_step.png",
+        ]
+        + [f"{R}/report/samples/{fam}.png" for fam in families()]
+        + klom_report_outputs()
+        + attribution_report_outputs()
+        + speedup_report_outputs()
+        + ([f"{R}/report/dpo.csv"] if DPO["runs"] else [])
+    )
 
 
 from diffunlearn.attribution.removal import num_subset_models  # noqa: E402
@@ -218,8 +225,11 @@ def attribution_endpoints():
 
 
 def lds_models():
-    return [naming.attributed("retrain", naming.subset("heldout", i), s)
-            for i in range(ATTR["lds"]["num_subsets"]) for s in ATTR["lds"]["seeds"]]
+    return [
+        naming.attributed("retrain", naming.subset("heldout", i), s)
+        for i in range(ATTR["lds"]["num_subsets"])
+        for s in ATTR["lds"]["seeds"]
+    ]
 
 
 def behaviour_inputs(models):
@@ -244,8 +254,16 @@ def attribute_inputs(wc):
 def attribution_report_outputs():
     if not ATTR["enabled"]:
         return []
-    return [f"{R}/report/{name}" for name in ("attribution_scores.csv", "attribution_cost.csv",
-                                              "attribution_top_bottom.png", "lds.csv", "lds_vs_subsets.png")]
+    return [
+        f"{R}/report/{name}"
+        for name in (
+            "attribution_scores.csv",
+            "attribution_cost.csv",
+            "attribution_top_bottom.png",
+            "lds.csv",
+            "lds_vs_subsets.png",
+        )
+    ]
 
 
 def klom_summaries():

@@ -8,21 +8,21 @@ rule make_preferences:
     output:
         pairs=f"{R}/preferences/s{{seed}}/pairs.npz",
         info=f"{R}/preferences/s{{seed}}/preferences.json",
+    log:
+        f"{R}/logs/make_preferences/s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/make_preferences/s{{seed}}.tsv"
+    conda:
+        "../../envs/diffunlearn.yaml"
+    threads: DPO["threads"]
+    resources:
+        **rule_resources("sample"),
     params:
         choice=CHOICE,
         pairs={k: DPO[k] for k in ("num_pairs", "min_gap", "sample_seed")},
         sampling={k: config["sampling"][k] for k in ("scheduler", "num_inference_steps", "eta", "batch_size")},
         diffusion=config["diffusion"],
         device=config["device"],
-    log:
-        f"{R}/logs/make_preferences/s{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/make_preferences/s{{seed}}.tsv"
-    threads: DPO["threads"]
-    resources:
-        **rule_resources("sample"),
-    conda:
-        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/make_preferences.py"
 
@@ -35,23 +35,23 @@ rule train_dpo:
         checkpoint=directory(f"{MODELS['dpo']}/checkpoint-{{step}}"),
         cost=f"{MODELS['dpo']}/cost.{{step}}.json",
         log_json=f"{MODELS['dpo']}/dpo_log.{{step}}.json",
+    log:
+        f"{R}/logs/train_dpo/{{name}}.s{{seed}}.step{{step}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_dpo/{{name}}.s{{seed}}.step{{step}}.tsv"
+    wildcard_constraints:
+        name=naming.FIELDS["name"],
+    conda:
+        "../../envs/diffunlearn.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        **rule_resources("train"),
     params:
         hp=lambda wc: run_settings(DPO, wc.name),
         train=training_params(),
         model=config["model"],
         diffusion=config["diffusion"],
         device=config["device"],
-    wildcard_constraints:
-        name=naming.FIELDS["name"],
-    log:
-        f"{R}/logs/train_dpo/{{name}}.s{{seed}}.step{{step}}.log",
-    benchmark:
-        f"{R}/benchmarks/train_dpo/{{name}}.s{{seed}}.step{{step}}.tsv"
-    threads: config["train"]["threads"]
-    resources:
-        **rule_resources("train"),
-    conda:
-        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/train_dpo.py"
 
@@ -61,20 +61,20 @@ rule dpo_report:
         unpack(dpo_report_inputs),
     output:
         table=report(f"{R}/report/dpo.csv", category="Preference fine-tuning", caption="../report/dpo.rst"),
+    log:
+        f"{R}/logs/dpo_report.log",
+    benchmark:
+        f"{R}/benchmarks/dpo_report.tsv"
+    conda:
+        "../../envs/diffunlearn.yaml"
+    threads: 1
+    resources:
+        **rule_resources("evaluate"),
     params:
         runs=[r["name"] for r in DPO["runs"]],
         seeds=DPO_SEEDS,
         choice=CHOICE,
         interval={k: DPO[k] for k in ("interval", "bootstrap")},
         device=config["device"],
-    log:
-        f"{R}/logs/dpo_report.log",
-    benchmark:
-        f"{R}/benchmarks/dpo_report.tsv"
-    threads: 1
-    resources:
-        **rule_resources("evaluate"),
-    conda:
-        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/dpo_report.py"

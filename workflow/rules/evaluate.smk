@@ -3,18 +3,18 @@ rule train_classifier:
         data=rules.prepare_data.output.data,
     output:
         directory(f"{R}/classifier"),
-    params:
-        classifier=config["metrics"]["classifier"],
-        device=config["device"],
     log:
         f"{R}/logs/train_classifier.log",
     benchmark:
         f"{R}/benchmarks/train_classifier.tsv"
+    conda:
+        "../../envs/diffunlearn.yaml"
     threads: config["metrics"]["threads"]
     resources:
         **rule_resources("evaluate"),
-    conda:
-        "../../envs/diffunlearn.yaml"
+    params:
+        classifier=config["metrics"]["classifier"],
+        device=config["device"],
     script:
         "../scripts/train_classifier.py"
 
@@ -26,20 +26,22 @@ rule reference_stats:
         data=rules.prepare_data.output.data,
     output:
         f"{R}/metrics/reference/{{extractor}}.npz",
-    wildcard_constraints:
-        extractor=EXTRACTOR_WILDCARD,
-    params:
-        metrics={k: config["metrics"][k] for k in ("reference_split", "reference_size", "inception_weights", "batch_size")},
-        device=config["device"],
     log:
         f"{R}/logs/reference_stats/{{extractor}}.log",
     benchmark:
         f"{R}/benchmarks/reference_stats/{{extractor}}.tsv"
+    wildcard_constraints:
+        extractor=EXTRACTOR_WILDCARD,
+    conda:
+        "../../envs/diffunlearn.yaml"
     threads: config["metrics"]["threads"]
     resources:
         **rule_resources("evaluate"),
-    conda:
-        "../../envs/diffunlearn.yaml"
+    params:
+        metrics={
+            k: config["metrics"][k] for k in ("reference_split", "reference_size", "inception_weights", "batch_size")
+        },
+        device=config["device"],
     script:
         "../scripts/reference_stats.py"
 
@@ -52,19 +54,19 @@ rule evaluate:
         reference=f"{R}/metrics/reference/{{extractor}}.npz",
     output:
         f"{R}/metrics/{{extractor}}/{{model}}/step{{step}}.json",
-    wildcard_constraints:
-        extractor=EXTRACTOR_WILDCARD,
-    params:
-        metrics={k: config["metrics"][k] for k in ("inception_weights", "batch_size", "is_splits", "pr_k")},
-        device=config["device"],
     log:
         f"{R}/logs/evaluate/{{extractor}}/{{model}}.step{{step}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/{{extractor}}/{{model}}.step{{step}}.tsv"
+    wildcard_constraints:
+        extractor=EXTRACTOR_WILDCARD,
+    conda:
+        "../../envs/diffunlearn.yaml"
     threads: config["metrics"]["threads"]
     resources:
         **rule_resources("evaluate"),
-    conda:
-        "../../envs/diffunlearn.yaml"
+    params:
+        metrics={k: config["metrics"][k] for k in ("inception_weights", "batch_size", "is_splits", "pr_k")},
+        device=config["device"],
     script:
         "../scripts/evaluate.py"

@@ -11,19 +11,19 @@ rule precompute_latents:
         latents=f"{R}/latents/{{dataset}}.npz",
         info=f"{R}/latents/{{dataset}}.json",
         vqvae=directory(f"{R}/latents/{{dataset}}.vqvae"),
-    wildcard_constraints:
-        dataset=r"[A-Za-z0-9_-]+",
-    params:
-        vqvae={k: LATENTS[k] for k in ("vqvae", "subfolder", "scaling_factor")},
-        device=config["device"],
     log:
         f"{R}/logs/precompute_latents/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/precompute_latents/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=r"[A-Za-z0-9_-]+",
+    conda:
+        "../../envs/diffunlearn.yaml"
     threads: LATENTS["threads"]
     resources:
         **rule_resources("latents"),
-    conda:
-        "../../envs/diffunlearn.yaml"
+    params:
+        vqvae={k: LATENTS[k] for k in ("vqvae", "subfolder", "scaling_factor")},
+        device=config["device"],
     script:
         "../scripts/precompute_latents.py"

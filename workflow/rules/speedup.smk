@@ -9,44 +9,47 @@ rule train_speedup:
     output:
         *[directory(f"{MODELS['speedup']}/checkpoint-{s}") for s in TRAIN_STEPS],
         cost=f"{MODELS['speedup']}/cost.json",
+    log:
+        f"{R}/logs/train_speedup/{{scheme}}.s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_speedup/{{scheme}}.s{{seed}}.tsv"
+    wildcard_constraints:
+        scheme=naming.FIELDS["scheme"],
+    conda:
+        "../../envs/diffunlearn.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        **rule_resources("train", processes=TRAIN_PROCESSES),
     params:
         train=lambda wc: training_params(parallel=True, train=speedup_train_config(wc.scheme)),
         model=config["model"],
         diffusion=config["diffusion"],
         device=config["device"],
-    wildcard_constraints:
-        scheme=naming.FIELDS["scheme"],
-    log:
-        f"{R}/logs/train_speedup/{{scheme}}.s{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/train_speedup/{{scheme}}.s{{seed}}.tsv"
-    threads: config["train"]["threads"]
-    resources:
-        **rule_resources("train", processes=TRAIN_PROCESSES),
-    conda:
-        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/train.py"
 
 
 rule speedup:
     input:
-        metrics=lambda wc: [f"{R}/metrics/{speedup_extractor()}/{m}/step{s}.json" for m, s in evaluated_checkpoints()
-                            if naming.parse(m).kind in ("original", "speedup")],
+        metrics=lambda wc: [
+            f"{R}/metrics/{speedup_extractor()}/{m}/step{s}.json"
+            for m, s in evaluated_checkpoints()
+            if naming.parse(m).kind in ("original", "speedup")
+        ],
     output:
         table=f"{R}/report/speedup.csv",
         by_step=f"{R}/report/speedup_fid_vs_step.png",
         by_seconds=f"{R}/report/fid_vs_seconds.png",
-    params:
-        bootstrap=config["speedup"]["bootstrap"],
     log:
         f"{R}/logs/speedup.log",
     benchmark:
         f"{R}/benchmarks/speedup.tsv"
+    conda:
+        "../../envs/diffunlearn.yaml"
     threads: 1
     resources:
         **rule_resources("default"),
-    conda:
-        "../../envs/diffunlearn.yaml"
+    params:
+        bootstrap=config["speedup"]["bootstrap"],
     script:
         "../scripts/speedup.py"

@@ -8,6 +8,15 @@ rule unlearn:
     output:
         checkpoint=directory(f"{MODELS['unlearn']}/checkpoint-{{step}}"),
         cost=f"{MODELS['unlearn']}/cost.{{step}}.json",
+    log:
+        f"{R}/logs/unlearn/{{method}}.{{forget}}.s{{seed}}.step{{step}}.log",
+    benchmark:
+        f"{R}/benchmarks/unlearn/{{method}}.{{forget}}.s{{seed}}.step{{step}}.tsv"
+    conda:
+        "../../envs/diffunlearn.yaml"
+    threads: UNLEARN["threads"]
+    resources:
+        **rule_resources("unlearn"),
     params:
         method="{method}",  # the wildcard, as a string pattern (no per-job function)
         hp=lambda wc: UNLEARN[wc.method],
@@ -15,15 +24,6 @@ rule unlearn:
         model=config["model"],
         diffusion=config["diffusion"],
         device=config["device"],
-    log:
-        f"{R}/logs/unlearn/{{method}}.{{forget}}.s{{seed}}.step{{step}}.log",
-    benchmark:
-        f"{R}/benchmarks/unlearn/{{method}}.{{forget}}.s{{seed}}.step{{step}}.tsv"
-    threads: UNLEARN["threads"]
-    resources:
-        **rule_resources("unlearn"),
-    conda:
-        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/unlearn.py"
 
@@ -35,6 +35,15 @@ rule prune_fine_tune:
     output:
         checkpoint=directory(f"{MODELS['pruned']}/checkpoint-{{step}}"),
         cost=f"{MODELS['pruned']}/cost.{{step}}.json",
+    log:
+        f"{R}/logs/prune_fine_tune/s{{seed}}.step{{step}}.log",
+    benchmark:
+        f"{R}/benchmarks/prune_fine_tune/s{{seed}}.step{{step}}.tsv"
+    conda:
+        "../../envs/diffunlearn.yaml"
+    threads: UNLEARN["threads"]
+    resources:
+        **rule_resources("unlearn"),
     params:
         method="prune_fine_tune",
         hp=UNLEARN["prune_fine_tune"],
@@ -42,15 +51,6 @@ rule prune_fine_tune:
         model=config["model"],
         diffusion=config["diffusion"],
         device=config["device"],
-    log:
-        f"{R}/logs/prune_fine_tune/s{{seed}}.step{{step}}.log",
-    benchmark:
-        f"{R}/benchmarks/prune_fine_tune/s{{seed}}.step{{step}}.tsv"
-    threads: UNLEARN["threads"]
-    resources:
-        **rule_resources("unlearn"),
-    conda:
-        "../../envs/diffunlearn.yaml"
     script:
         "../scripts/unlearn.py"
 
@@ -61,21 +61,24 @@ rule margins:
         checkpoint=lambda wc: final_checkpoint(wc.model),
     output:
         f"{R}/margins/{{model}}.npy",
-    params:
-        # timesteps: a param only when not "uniform", so that margins computed before the option stay valid
-        margins={k: v for k, v in speed.job_params("margins", config["margins"]).items()
-                 if k != "threads" and (k, v) != ("timesteps", "uniform")},
-        diffusion=config["diffusion"],
-        device=config["device"],
     log:
         f"{R}/logs/margins/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/margins/{{model}}.tsv"
+    conda:
+        "../../envs/diffunlearn.yaml"
     threads: config["margins"]["threads"]
     resources:
         **rule_resources("margins"),
-    conda:
-        "../../envs/diffunlearn.yaml"
+    params:
+        # timesteps: a param only when not "uniform", so that margins computed before the option stay valid
+        margins={
+            k: v
+            for k, v in speed.job_params("margins", config["margins"]).items()
+            if k != "threads" and (k, v) != ("timesteps", "uniform")
+        },
+        diffusion=config["diffusion"],
+        device=config["device"],
     script:
         "../scripts/margins.py"
 
@@ -86,16 +89,16 @@ rule klom:
     output:
         summary=f"{R}/klom/{{method}}.{{forget}}.json",
         values=f"{R}/klom/{{method}}.{{forget}}.npz",
-    params:
-        klom=config["klom"],
     log:
         f"{R}/logs/klom/{{method}}.{{forget}}.log",
     benchmark:
         f"{R}/benchmarks/klom/{{method}}.{{forget}}.tsv"
+    conda:
+        "../../envs/diffunlearn.yaml"
     threads: 1
     resources:
         **rule_resources("default"),
-    conda:
-        "../../envs/diffunlearn.yaml"
+    params:
+        klom=config["klom"],
     script:
         "../scripts/klom.py"
