@@ -136,7 +136,7 @@ import os, sys, types
 from diffunlearn.snakemake_io import JobLog
 sm = types.SimpleNamespace(log=[], threads=1, resources={"gpu": int(sys.argv[1])})
 job = JobLog(sm)
-print(job.gpu, os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
+print("slot", job.gpu, os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
 """
 
 
@@ -145,7 +145,8 @@ def test_joblog_takes_a_slot_only_for_gpu_jobs(tmp_path, gpu):
     env = _env(tmp_path / "locks", 2)
     env.pop("SLURM_JOB_ID", None)
     out = subprocess.run([sys.executable, "-c", JOBLOG, str(gpu)], env=env, capture_output=True, text=True,
-                         check=True).stdout.splitlines()[-1].split()
+                         check=True).stdout.splitlines()
+    out = next(line.split()[1:] for line in out if line.startswith("slot "))  # JobLog also logs its own lines
     if gpu:
         assert out[0] in ("0", "1") and out[1] == out[0]
     else:
