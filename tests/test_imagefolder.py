@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 from diffunlearn.config import validate_config
-from diffunlearn.data import DataError, list_image_files, load_image, prepare_dataset
+from diffunlearn.data import DataError, load_image, prepare_dataset
+from diffunlearn.io import list_image_files
 
 
 def _cfg(root, **kw):

@@ -105,7 +105,8 @@ def test_encode_decode_shapes_factor_and_identity(tmp_path):
 
 
 def test_model_inputs_are_images_or_latents(tmp_path):
-    from diffunlearn.data import load_model_inputs, save_npz_atomic, to_model_space
+    from diffunlearn.data import load_model_inputs, to_model_space
+    from diffunlearn.io import save_npz_atomic
     from diffunlearn.latents import save_latents
 
     images = np.zeros((3, 4, 4, 1), np.uint8)

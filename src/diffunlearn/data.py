@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 # The file helpers live in diffunlearn.io; these names stay importable from here for existing callers.
-from diffunlearn.io import IMAGE_EXTENSIONS, list_image_files, save_npz_atomic, write_json_atomic  # noqa: F401
+from diffunlearn.io import IMAGE_EXTENSIONS, list_image_files
 
 
 class DataError(ValueError):

@@ -143,7 +143,7 @@ def make_decoder(vqvae, scaling_factor: float, batch_size: int | None = None):
 
 
 def save_latents(path, train_latents: np.ndarray, val_latents: np.ndarray, scaling_factor: float) -> None:
-    from diffunlearn.data import save_npz_atomic
+    from diffunlearn.io import save_npz_atomic
 
     save_npz_atomic(path, train_latents=train_latents.astype(np.float32), val_latents=val_latents.astype(np.float32),
                     scaling_factor=np.float64(scaling_factor))
@@ -155,7 +155,8 @@ def precompute(data_path, out_npz, out_json, out_vqvae, *, source: str, subfolde
     (``save_pretrained``) that sampling decodes with, so every job downstream uses exactly these weights."""
     import time
 
-    from diffunlearn.data import load_dataset, write_json_atomic
+    from diffunlearn.data import load_dataset
+    from diffunlearn.io import write_json_atomic
 
     d = load_dataset(data_path)
     vqvae = load_vqvae(source, subfolder)

@@ -150,7 +150,7 @@ def resize_like(unet, shapes: dict) -> None:
 
 def write_pruned_json(unet_dir, unet, record: dict | None = None) -> None:
     """``pruned.json`` beside a saved UNet: the layer shapes (and the pruning record) that rebuild it."""
-    from diffunlearn.data import write_json_atomic
+    from diffunlearn.io import write_json_atomic
 
     write_json_atomic(Path(unet_dir) / PRUNED_JSON, {"format": FORMAT, "layers": layer_shapes(unet), **(record or {})})
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffunlearn.grid import image_grid, save_png  # noqa: F401  (they live in diffunlearn.grid; still importable here)
 from diffunlearn.speed import fast_inference, tune_cpu_allocator
 
 

@@ -1,7 +1,8 @@
 """draw_subsets: removal-distribution draws over units (and the held-out datamodel subsets for LDS)."""
 from diffunlearn.attribution.experiment import units_of
 from diffunlearn.attribution.removal import draw_for_estimators, draw_subsets
-from diffunlearn.data import load_dataset, save_npz_atomic
+from diffunlearn.data import load_dataset
+from diffunlearn.io import save_npz_atomic
 from diffunlearn.snakemake_io import JobLog
 
 log = JobLog(snakemake)

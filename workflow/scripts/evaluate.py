@@ -5,8 +5,8 @@ import time
 import numpy as np
 
 from diffunlearn import naming
-from diffunlearn.data import write_json_atomic
 from diffunlearn.evaluate import load_extractor, score_samples
+from diffunlearn.io import write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
 
 log = JobLog(snakemake)

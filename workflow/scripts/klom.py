@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from diffunlearn.data import save_npz_atomic, write_json_atomic
+from diffunlearn.io import save_npz_atomic, write_json_atomic
 from diffunlearn.metrics.klom import (
     check_klom_sides,
     klom_with_floor,

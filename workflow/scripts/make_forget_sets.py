@@ -1,4 +1,5 @@
-from diffunlearn.data import load_dataset, make_forget_set, write_json_atomic
+from diffunlearn.data import load_dataset, make_forget_set
+from diffunlearn.io import write_json_atomic
 from diffunlearn.snakemake_io import JobLog
 
 log = JobLog(snakemake)

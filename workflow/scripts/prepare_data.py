@@ -1,4 +1,5 @@
-from diffunlearn.data import prepare_dataset, save_npz_atomic, write_json_atomic
+from diffunlearn.data import prepare_dataset
+from diffunlearn.io import save_npz_atomic, write_json_atomic
 from diffunlearn.snakemake_io import JobLog
 
 log = JobLog(snakemake)

@@ -1,6 +1,7 @@
 """reference_stats: Frechet statistics (pytorch-fid .npz: mu, sigma) and precision / recall features of the reference split."""
-from diffunlearn.data import load_dataset, save_npz_atomic
+from diffunlearn.data import load_dataset
 from diffunlearn.evaluate import load_extractor, reference_statistics
+from diffunlearn.io import save_npz_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
 
 log = JobLog(snakemake)

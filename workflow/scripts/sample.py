@@ -2,8 +2,8 @@
 import time
 
 from diffunlearn.checkpoint import load_ema_unet, load_state
-from diffunlearn.data import save_npz_atomic
 from diffunlearn.grid import image_grid, save_png
+from diffunlearn.io import save_npz_atomic
 from diffunlearn.models import build_scheduler
 from diffunlearn.sample import sample_images
 from diffunlearn.snakemake_io import JobLog, job_device

@@ -1,7 +1,8 @@
 """train_original / train_oracle: one training run; resumes from its last complete checkpoint."""
 import os
 
-from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
+from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask
+from diffunlearn.io import write_json_atomic
 from diffunlearn.seeding import training_rng_seed
 from diffunlearn.snakemake_io import JobLog, job_device
 from diffunlearn.speed import with_speed_keys

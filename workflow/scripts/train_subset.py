@@ -5,7 +5,8 @@ import numpy as np
 
 from diffunlearn import naming
 from diffunlearn.attribution.removal import units_to_examples
-from diffunlearn.data import load_model_inputs, write_json_atomic
+from diffunlearn.data import load_model_inputs
+from diffunlearn.io import write_json_atomic
 from diffunlearn.snakemake_io import JobLog, job_device
 from diffunlearn.speed import with_speed_keys
 from diffunlearn.train import TrainRun, cost_record, descend_on, fine_tune_config, run_training

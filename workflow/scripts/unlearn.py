@@ -2,8 +2,9 @@
 adapter; iu: one influence step instead); write its cost."""
 import os
 
-from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask, write_json_atomic
+from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask
 from diffunlearn.influence import influence_checkpoint
+from diffunlearn.io import write_json_atomic
 from diffunlearn.lora import lora_prepare, lora_settings
 from diffunlearn.prune import pruning_prepare, size_record
 from diffunlearn.snakemake_io import JobLog, job_device
