@@ -23,7 +23,11 @@ from conftest import tiny_config
 PARAMS = ("conv_in.weight", "time_embedding.linear_1.weight", "down_blocks.0.resnets.0.conv1.weight",
           "down_blocks.1.resnets.0.conv1.weight",
           "mid_block.resnets.0.conv2.weight", "up_blocks.0.resnets.0.norm1.weight", "conv_out.weight")
-RTOL = 1e-6
+# Recorded with torch 2.15 (CPU); other torch releases' float32 kernels (convolution backward, Adam) move these
+# by up to 2.4e-4 relative after 6 steps (torch 2.14.1: measured). A change of the loop's logic (other noise,
+# timesteps, learning rate or weighting) moves weights by the order of a step, lr = 2e-3, and losses by 1e-2.
+RTOL = 1e-3
+ATOL = 1e-6
 
 
 # The embedded default (config/config.yaml's model and train blocks when this was recorded), written out so
@@ -120,7 +124,7 @@ def _close(actual, expected, where):
     elif isinstance(expected, int):
         assert actual == expected, where
     else:
-        assert actual == pytest.approx(expected, rel=RTOL, abs=1e-9), where
+        assert actual == pytest.approx(expected, rel=RTOL, abs=ATOL), where
 
 
 @pytest.mark.parametrize("run", ["original", "ga", "ascent_descent", "prune_fine_tune"])

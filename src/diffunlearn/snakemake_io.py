@@ -47,7 +47,14 @@ class JobLog:
 
 
 def process_age() -> float:
-    """Seconds since this process started (from /proc; time since import of this module elsewhere)."""
+    """Seconds since this job's process started (from /proc; time since import of this module elsewhere).
+    A job run in a fork of the warm process (diffunlearn.warm_start) counts from its job process's start."""
+    started_at = os.environ.get("DIFFUNLEARN_JOB_STARTED_AT")
+    if started_at:
+        try:
+            return max(0.0, time.time() - float(started_at))
+        except ValueError:
+            pass
     try:
         with open("/proc/self/stat") as fh:
             start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])

@@ -1,4 +1,8 @@
 """attribute: behaviours of every subset model, attribution scores per estimator, cost table, top/bottom picture."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import json
 
 import numpy as np

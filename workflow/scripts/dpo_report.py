@@ -1,5 +1,9 @@
 """dpo_report: report/dpo.csv, one row per run of dpo.runs (its seeds pooled): win rate against the reference under the
 choice model on the samples of sampling.seed (the same noise for both), mean score, FID, IS, implicit accuracy, cost."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import json
 
 import numpy as np

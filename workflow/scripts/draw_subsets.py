@@ -1,4 +1,8 @@
 """draw_subsets: removal-distribution draws over units (and the held-out datamodel subsets for LDS)."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 from diffunlearn.attribution.experiment import units_of
 from diffunlearn.attribution.removal import draw_for_estimators, draw_subsets
 from diffunlearn.data import load_dataset

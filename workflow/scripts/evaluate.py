@@ -1,4 +1,8 @@
 """evaluate: FID, IS and precision / recall of one checkpoint's samples with one feature extractor."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import json
 import time
 

@@ -1,4 +1,8 @@
 """init_model: the randomly initialised UNet of a seed as checkpoint-0 (attribution's empty model)."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 from diffunlearn.checkpoint import write_initial_checkpoint
 from diffunlearn.data import load_model_inputs
 from diffunlearn.models import build_scheduler, build_unet

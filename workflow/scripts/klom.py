@@ -1,4 +1,8 @@
 """klom: KLOM, its floor at the same N and the excess, per example and per split, for one method and forget set."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import json
 
 import numpy as np

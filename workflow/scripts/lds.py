@@ -1,4 +1,8 @@
 """lds: Spearman correlation between predicted and actual behaviour on held-out retrained models, vs number of subsets."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import json
 
 import numpy as np

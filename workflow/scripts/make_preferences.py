@@ -1,5 +1,9 @@
 """make_preferences: pairs of samples of the reference model judged by the choice model (or a user pairs file);
 ties and gaps below dpo.min_gap dropped; pairs, scores and the choice model's identity written once."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import json
 
 import numpy as np

@@ -1,4 +1,8 @@
 """margins: the per-example model output (negative denoising loss on fixed (t, noise) pairs), train + validation."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import numpy as np
 
 from diffunlearn.checkpoint import load_ema_unet

@@ -1,4 +1,8 @@
 """precompute_latents: encode the prepared images with the VQ-VAE once; latents, identity record, VQ-VAE copy."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 from diffunlearn.latents import precompute
 from diffunlearn.snakemake_io import JobLog, job_device
 

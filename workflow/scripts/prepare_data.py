@@ -1,3 +1,7 @@
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 from diffunlearn.data import prepare_dataset
 from diffunlearn.io import save_npz_atomic, write_json_atomic
 from diffunlearn.snakemake_io import JobLog

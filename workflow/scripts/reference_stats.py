@@ -1,4 +1,8 @@
 """reference_stats: Frechet statistics (pytorch-fid .npz: mu, sigma) and precision / recall features of the reference split."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 from diffunlearn.data import load_dataset
 from diffunlearn.evaluate import load_extractor, reference_statistics
 from diffunlearn.io import save_npz_atomic

@@ -1,4 +1,8 @@
 """sample: draw samples from one checkpoint's EMA weights; uint8 array + PNG grid."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import time
 
 from diffunlearn.checkpoint import load_ema_unet, load_state

@@ -1,4 +1,8 @@
 """speedup: report/speedup.csv and the FID-vs-step / FID-vs-seconds curves of the training speed-up study."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 from diffunlearn.report import load_records
 from diffunlearn.snakemake_io import JobLog
 from diffunlearn.speedup import plot_fid_curves, speedup_table, write_csv

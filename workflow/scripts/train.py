@@ -1,4 +1,8 @@
 """train_original / train_oracle: one training run; resumes from its last complete checkpoint."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import os
 
 from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask

@@ -1,4 +1,8 @@
 """train_classifier: the offline feature extractor, fitted once per data set on its labels."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 from diffunlearn.data import load_dataset
 from diffunlearn.metrics.classifier import save_classifier, train_classifier
 from diffunlearn.snakemake_io import JobLog, job_device

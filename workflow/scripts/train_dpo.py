@@ -1,5 +1,9 @@
 """train_dpo: fine-tune a copy of the reference (the original's EMA weights) on the preference pairs with the
 Diffusion-DPO loss against the frozen reference, or SFT on the winners (dpo.sft); write its cost and loss log."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import os
 
 import numpy as np

@@ -1,4 +1,8 @@
 """train_subset: a model without the removed units: retrained from scratch, or sparsified-unlearned from the pruned model."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import os
 
 import numpy as np

@@ -1,5 +1,9 @@
 """unlearn / prune_fine_tune: fine-tune an original (or pruned) model with a method's objective (lora: through an
 adapter; iu: one influence step instead); write its cost."""
+from diffunlearn.warm_start import run_warm
+
+run_warm()  # where a warm process is available, a fork of it runs this job (diffunlearn.warm_start)
+
 import os
 
 from diffunlearn.data import load_forget_set, load_model_inputs, retain_mask
