@@ -126,6 +126,33 @@ def job_prelude(stem: str, log_path: str, root: Path = ROOT) -> str:
         WORK_IMPORTS.get(stem, "") + report
 
 
+def time_warm(stems: list[str], repeat: int) -> list[dict]:
+    """Per rule, the job-like program of --imports run as a file (as Snakemake runs a script), cold
+    (DIFFUNLEARN_WARM_START=0: a fresh interpreter imports everything) against warm (handed to a fork of the warm
+    process, which a first untimed call starts), alternating in rounds. Wall seconds of the job's process, and
+    the ratio of the medians."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for stem in stems:
+            program = job_prelude(stem, os.path.join(tmp, f"{stem}.log"), ROOT)
+            path = Path(tmp) / f"{stem}.py"
+            # as in a job: Snakemake's preamble, the script's run_warm(), then the rest
+            path.write_text(PREAMBLE + "from diffunlearn.warm_start import run_warm\nrun_warm()\n" + program[len(PREAMBLE):])
+            envs = {"cold": {**os.environ, "DIFFUNLEARN_WARM_START": "0"},
+                    "warm": {**os.environ, "DIFFUNLEARN_WARM_START": "1"}}
+            subprocess.run([sys.executable, str(path)], env=envs["warm"], capture_output=True, check=True)  # warm-up
+            times = {"cold": [], "warm": []}
+            for _ in range(repeat):
+                for side in ("cold", "warm"):
+                    t0 = time.perf_counter()
+                    subprocess.run([sys.executable, str(path)], env=envs[side], capture_output=True, check=True)
+                    times[side].append(time.perf_counter() - t0)
+            cold, warm = statistics.median(times["cold"]), statistics.median(times["warm"])
+            rows.append({"script": stem, "cold_wall_median_s": cold, "warm_wall_median_s": warm, "ratio": cold / warm})
+            print(f"{stem:18s} cold {cold:6.2f} s  warm {warm:6.2f} s  ratio {cold / warm:5.1f}x", flush=True)
+    return rows
+
+
 def time_imports(stems: list[str], repeat: int, src: Path | None) -> list[dict]:
     env = dict(os.environ)
     if src is not None:
@@ -158,13 +185,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def clean_clone(cores: int, keep: str | None) -> None:
-    """The embedded default from a fresh clone of HEAD: wall time, per-rule table, outputs, re-plan."""
+def clean_clone(cores: int, keep: str | None, cold: bool = False) -> None:
+    """The embedded default from a fresh clone of HEAD: wall time, per-rule table, outputs, re-plan.
+    ``cold``: every job in its own process (DIFFUNLEARN_WARM_START=0), as before the warm start."""
     where = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="diffunlearn-clone-"))
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(where)], check=True)
     print(f"clone of {subprocess.run(['git', '-C', str(where), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()} in {where}")
     t0 = time.time()
-    run = subprocess.run(["snakemake", "--cores", str(cores)], cwd=where, capture_output=True, text=True)
+    env = {**os.environ, "DIFFUNLEARN_WARM_START": "0"} if cold else None
+    run = subprocess.run(["snakemake", "--cores", str(cores)], cwd=where, capture_output=True, text=True, env=env)
     wall = time.time() - t0
     (where / "snakemake_run.log").write_text(run.stdout + run.stderr)
     jobs = re.findall(r"(\d+) of (\d+) steps \(100%\) done", run.stderr)
@@ -186,6 +215,8 @@ def main(argv=None) -> None:
     mode.add_argument("--logs", type=Path, help="a run's log dir, e.g. results/default/logs")
     mode.add_argument("--imports", action="store_true", help="time each rule's start-up imports in a fresh process")
     mode.add_argument("--clean-clone", action="store_true", help="run the embedded default from a fresh clone")
+    p.add_argument("--warm", action="store_true", help="--imports: each job-like program cold against warm start")
+    p.add_argument("--cold", action="store_true", help="--clean-clone: with the warm start off")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--src", type=Path, help="--imports: another checkout's root (its src/ goes first on the path)")
     p.add_argument("--scripts", nargs="*", help="--imports: only these scripts (default: every rule's)")
@@ -195,13 +226,13 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} CPUs")
     if a.clean_clone:
-        return clean_clone(a.cores, a.keep)
+        return clean_clone(a.cores, a.keep, cold=a.cold)
     if a.logs:
         rows = log_table(a.logs)
         print_log_table(rows)
     else:
         stems = a.scripts or sorted(set(rule_scripts().values()))
-        rows = time_imports(stems, a.repeat, a.src)
+        rows = time_warm(stems, a.repeat) if a.warm else time_imports(stems, a.repeat, a.src)
     print(f"load average at end: {os.getloadavg()}")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))

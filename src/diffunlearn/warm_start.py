@@ -42,7 +42,8 @@ PRELOAD = (  # imported once by the warm process; each job then finds them in sy
     "numpy", "scipy.linalg", "PIL.Image", "safetensors.torch", "torch", "accelerate",
     "diffunlearn.checkpoint", "diffunlearn.data", "diffunlearn.train", "diffunlearn.sample", "diffunlearn.margins",
     "diffunlearn.unlearn", "diffunlearn.evaluate", "diffunlearn.grid", "diffunlearn.io", "diffunlearn.snakemake_io",
-    "diffunlearn.speed", "diffunlearn.seeding", "diffunlearn.metrics.klom", "pandas", "matplotlib",
+    "diffunlearn.speed", "diffunlearn.seeding", "diffunlearn.metrics.klom", "diffunlearn.metrics.klom_kernel",
+    "pandas", "matplotlib",
 )
 
 _in_child = False  # True in a forked child: run_warm() then lets the script go on
