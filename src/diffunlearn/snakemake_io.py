@@ -49,20 +49,13 @@ class JobLog:
 def process_age() -> float:
     """Seconds since this job's process started (from /proc; time since import of this module elsewhere).
     A job run in a fork of the warm process (diffunlearn.warm_start) counts from its job process's start."""
-    started_at = os.environ.get("DIFFUNLEARN_JOB_STARTED_AT")
-    if started_at:
-        try:
-            return max(0.0, time.time() - float(started_at))
-        except ValueError:
-            pass
+    from diffunlearn.warm_start import ENV_STARTED_AT, process_start_epoch
+
     try:
-        with open("/proc/self/stat") as fh:
-            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as fh:
-            uptime = float(fh.read().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return time.time() - _IMPORTED_AT
+        started_at = float(os.environ[ENV_STARTED_AT])
+    except (KeyError, ValueError):
+        started_at = process_start_epoch(default=_IMPORTED_AT)
+    return max(0.0, time.time() - started_at)
 
 
 def _set_torch_threads(threads: int) -> None:

@@ -190,7 +190,7 @@ def _hand_over(sock, script: str) -> int | None:
     import signal
 
     env = dict(os.environ)
-    env[ENV_STARTED_AT] = repr(_process_start_epoch())
+    env[ENV_STARTED_AT] = repr(process_start_epoch())
     sys.stdout.flush()
     sys.stderr.flush()
     request = {"script": script, "cwd": os.getcwd(), "argv": sys.argv, "env": env}
@@ -225,7 +225,8 @@ def _hand_over(sock, script: str) -> int | None:
     return status
 
 
-def _process_start_epoch() -> float:
+def process_start_epoch(default: float | None = None) -> float:
+    """When this process started (epoch seconds, from /proc); ``default`` (or now) where /proc cannot tell."""
     try:
         with open("/proc/self/stat") as fh:
             start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
@@ -233,7 +234,7 @@ def _process_start_epoch() -> float:
             uptime = float(fh.read().split()[0])
         return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
-        return time.time()
+        return time.time() if default is None else default
 
 
 # ---------------------------------------------------------------- the warm process
