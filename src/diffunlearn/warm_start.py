@@ -280,6 +280,7 @@ def serve(path: str) -> None:
     listener.bind(tmp)
     listener.listen(64)
     os.rename(tmp, path)  # clients connect only once the imports are done
+    own_inode = os.stat(path).st_ino
     print(f"serving on {path} (pid {os.getpid()}, idle exit after {idle_s:.0f} s)", flush=True)
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, "accept")
@@ -314,8 +315,8 @@ def serve(path: str) -> None:
             last_active = time.monotonic() if children else last_active
     finally:
         listener.close()
-        try:
-            if os.path.exists(path):
+        try:  # unless a newer warm process has taken the path in the meantime
+            if os.stat(path).st_ino == own_inode:
                 os.unlink(path)
         except OSError:
             pass
