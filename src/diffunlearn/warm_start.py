@@ -322,17 +322,6 @@ def serve(path: str) -> None:
             pass
 
 
-def _thread_count() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 1
-
-
 def _reap(children: dict, sel) -> None:
     while children:
         try:
