@@ -147,12 +147,91 @@ def test_loss_decrease_sampler_favours_falling_bins_and_draws_its_distribution()
     assert float((u.probs().numpy() * w * table).sum()) == pytest.approx(table.mean(), rel=1e-6)
 
 
-@pytest.mark.parametrize("make", [_fed_importance, _fed_decrease])
+def _fed_fast(T=100, **params):
+    s = W.FastImportanceSampler(T, bins=10, **params)
+    rng = np.random.default_rng(3)
+    for _ in range(5):  # one visit of every bin per step; the loss grows with the bin
+        t = torch.arange(T)
+        s.update(t, torch.tensor(rng.uniform(0.5, 1.5, T) * (1 + np.arange(T) // 10)))
+    return s
+
+
+def test_fast_importance_is_uniform_until_every_bin_has_two_visits():
+    s = W.FastImportanceSampler(100, bins=10)
+    s.update(torch.arange(90), torch.ones(90))  # bins 0-8 once
+    s.update(torch.arange(90), torch.ones(90))  # bins 0-8 twice, bin 9 never
+    assert torch.equal(s.probs(), torch.full((100,), 0.01, dtype=torch.float64))
+    s.update(torch.arange(90, 100), torch.full((10,), 3.0))
+    s.update(torch.arange(90, 100), torch.full((10,), 3.0))
+    assert not torch.allclose(s.probs(), torch.full((100,), 0.01, dtype=torch.float64))
+
+
+def test_fast_importance_probs_follow_the_binned_moving_rms_of_the_loss():
+    s = W.FastImportanceSampler(100, bins=10, decay=0.5, uniform_share=0.1, power=1.0)
+    losses = [np.arange(100) // 10 + 1.0, np.full(100, 2.0), np.arange(100) % 10 + 0.0]
+    for step_losses in losses:
+        s.update(torch.arange(100), torch.tensor(step_losses))
+    # by hand: per bin, the mean squared loss of each visit, then m <- 0.5 m + 0.5 x after the first visit
+    bins = np.arange(100) // 10
+    m = np.array([np.mean(losses[0][bins == b] ** 2) for b in range(10)])
+    for step_losses in losses[1:]:
+        m = 0.5 * m + 0.5 * np.array([np.mean(step_losses[bins == b] ** 2) for b in range(10)])
+    score = np.sqrt(m)
+    expected = 0.9 * score[bins] / (10 * score).sum() + 0.1 / 100
+    np.testing.assert_allclose(s.probs().numpy(), expected, rtol=1e-12)
+    w = s.weights(torch.arange(100)).double().numpy()  # before any draw: the weights of the current distribution
+    np.testing.assert_allclose(w, 1 / (100 * expected), rtol=1e-6)
+    assert w.max() <= 1 / 0.1 + 1e-6  # the uniform share bounds every weight by 1 / u
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_fast_importance_draws_its_distribution_and_is_unbiased(stratified):
+    s = _fed_fast(stratified=stratified)
+    p = s.probs().numpy()
+    assert p.max() / p.min() > 5  # far from uniform
+    assert _chi_square_p(s) > 1e-3
+    table = np.random.default_rng(4).uniform(0, 2, 100)  # a fixed loss table: E_p[w_t L_t] is its uniform mean
+    w = s.weights(torch.arange(100)).double().numpy()
+    assert float((p * w * table).sum()) == pytest.approx(table.mean(), rel=1e-6)
+    # and by simulation: the weighted batch mean of the table over many drawn batches
+    g = torch.Generator().manual_seed(1)
+    means = []
+    for _ in range(2000):
+        t = s.sample(64, g)
+        means.append(float((s.weights(t).double() * torch.from_numpy(table)[t]).mean()))
+    assert abs(np.mean(means) - table.mean()) < 4 * np.std(means) / np.sqrt(len(means))
+    biased = _fed_fast(unbiased=False)
+    assert torch.equal(biased.weights(torch.arange(5)), torch.ones(5))
+
+
+def test_stratified_draws_put_one_draw_in_every_quantile_stratum():
+    p = torch.from_numpy(np.random.default_rng(5).dirichlet(np.ones(30)))
+    cdf = np.cumsum(p.numpy())
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        t = W.stratified_draws(p, 40, g).numpy()
+        # draws at or below each t: within one of 40 * cdf (independent draws miss this by sqrt(40) or so)
+        below = np.array([(t <= k).sum() for k in range(30)])
+        assert np.all(np.abs(below - 40 * cdf) <= 1 + 1e-9)
+    independent = torch.multinomial(p, 40 * 50, replacement=True, generator=g).view(50, 40).numpy()
+    worst = max(np.abs(np.array([(row <= k).sum() for k in range(30)]) - 40 * cdf).max() for row in independent)
+    assert worst > 1  # the property above is one independent draws lack
+
+
+def _fresh_like(s):
+    if isinstance(s, W.LossDecreaseSampler):
+        return type(s)(s.num_timesteps, bins=10, warmup_visits=3)
+    if isinstance(s, W.FastImportanceSampler):
+        return type(s)(s.num_timesteps, bins=10)
+    return type(s)(s.num_timesteps)
+
+
+@pytest.mark.parametrize("make", [_fed_importance, _fed_decrease, _fed_fast])
 def test_adaptive_state_round_trips_exactly(make):
     import json
 
     s = make()
-    fresh = type(s)(s.num_timesteps, **({"bins": 10, "warmup_visits": 3} if isinstance(s, W.LossDecreaseSampler) else {}))
+    fresh = _fresh_like(s)
     fresh.load_state_dict(json.loads(json.dumps(s.state_dict())))
     assert torch.equal(fresh.probs(), s.probs())
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)

@@ -17,6 +17,7 @@ SCHEMES = {
     # few timesteps so that the importance sampler warms up (every t seen twice) within the run
     "importance": ({"scheme": "importance", "history": 2}, {"scheme": "min_snr"}, 10),
     "loss_decrease": ({"scheme": "loss_decrease", "bins": 4, "warmup_visits": 1}, {"scheme": "p2"}, 1000),
+    "fast_importance": ({"scheme": "fast_importance", "bins": 4, "warmup_visits": 1}, {"scheme": "uniform"}, 1000),
 }
 
 
@@ -58,6 +59,8 @@ def test_adaptive_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path, s
     sampler_state = uninterrupted["timestep_sampler"]
     if scheme == "importance":
         assert min(sampler_state["counts"]) == 2  # warmed up: the draws were no longer uniform at the kill
+    elif scheme == "fast_importance":
+        assert min(sampler_state["visits"]) >= 1 and min(sampler_state["second_moment"]) > 0
     else:
         assert min(sampler_state["visits"]) >= 1 and max(sampler_state["fast"]) > 0
 
