@@ -241,15 +241,24 @@ def _equal_bins(num_timesteps: int, bins: int):
 
 def stratified_draws(probs, batch: int, generator):
     """``batch`` draws from ``probs`` by inverse CDF at one uniform point in each stratum [i / B, (i + 1) / B),
-    in shuffled order: each draw has marginal ``probs``, and the batch covers the distribution evenly."""
+    in shuffled order: each draw has marginal ``probs``, and the batch covers the distribution evenly. Computed on
+    the generator's device (no copy back to the host)."""
     import torch
 
     device = generator.device
-    u = torch.rand(batch, dtype=torch.float64, generator=generator, device=device).cpu()
-    cdf = torch.cumsum(probs.cpu(), 0)
-    t = torch.searchsorted(cdf, (torch.arange(batch, dtype=torch.float64) + u) / batch * cdf[-1])
-    t = t.clamp_(max=len(probs) - 1)
-    return t[torch.randperm(batch, generator=generator, device=device).cpu()].to(device)
+    u = torch.rand(batch, dtype=torch.float64, generator=generator, device=device)
+    cdf = torch.cumsum(probs.to(device), 0)
+    strata = torch.arange(batch, dtype=torch.float64, device=device)
+    t = torch.searchsorted(cdf, (strata + u) / batch * cdf[-1]).clamp_(max=len(probs) - 1)
+    return t[torch.randperm(batch, generator=generator, device=device)]
+
+
+def _bin_means(bin_of_draw, values, bins: int):
+    """The bins that were drawn and the mean of ``values`` over each one's draws (one visit per drawn bin)."""
+    counts = np.bincount(bin_of_draw, minlength=bins)
+    sums = np.bincount(bin_of_draw, weights=values, minlength=bins)
+    visited = np.flatnonzero(counts)
+    return visited, sums[visited] / counts[visited]
 
 
 def _importance_weights(probs, timesteps):
@@ -337,9 +346,8 @@ class LossDecreaseSampler(TimestepSampler):
 
     def update(self, timesteps, losses) -> None:
         b = self._bin_of[_as_numpy(timesteps).astype(np.int64)]
-        losses = _as_numpy(losses)
-        for k in np.unique(b).tolist():
-            m = float(losses[b == k].mean())
+        visited, means = _bin_means(b, _as_numpy(losses), self.bins)
+        for k, m in zip(visited.tolist(), means.tolist()):
             if self._visits[k] == 0:
                 self._fast_ema[k] = self._slow_ema[k] = m
             else:
@@ -393,9 +401,8 @@ class FastImportanceSampler(TimestepSampler):
 
     def update(self, timesteps, losses) -> None:
         b = self._bin_of[_as_numpy(timesteps).astype(np.int64)]
-        sq = _as_numpy(losses) ** 2
-        for k in np.unique(b).tolist():
-            m = float(sq[b == k].mean())
+        visited, means = _bin_means(b, _as_numpy(losses) ** 2, self.bins)
+        for k, m in zip(visited.tolist(), means.tolist()):
             first = self._visits[k] == 0
             self._second_moment[k] = m if first else self.decay * self._second_moment[k] + (1 - self.decay) * m
             self._visits[k] += 1
