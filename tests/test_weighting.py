@@ -204,6 +204,33 @@ def test_fast_importance_draws_its_distribution_and_is_unbiased(stratified):
     assert torch.equal(biased.weights(torch.arange(5)), torch.ones(5))
 
 
+def test_fast_importance_with_an_allocation_keeps_that_allocations_objective():
+    """With k != 1 the draws are importance-sampled for SpeeD's k:1 allocation q instead of the uniform one:
+    p = (1 - u) q s / sum(q s) + u q, weights q_t / p_t, so E_p[w_t L_t] = sum_t q_t L_t."""
+    T, u = 100, 0.05
+    q_by_hand = np.where(np.arange(T) < 40, 5.0, 1.0)
+    q_by_hand /= q_by_hand.sum()
+    s = W.make_sampler({"scheme": "fast_importance", "bins": 10, "k": 5, "tau": 40}, _alphas_cumprod(T))
+    np.testing.assert_allclose(s.probs().numpy(), q_by_hand, rtol=1e-12)  # before the warm-up: q itself
+    rng = np.random.default_rng(6)
+    for _ in range(3):  # three visits of every bin
+        s.update(torch.arange(T), torch.tensor(rng.uniform(0.5, 1.5, T) * (1 + np.arange(T) // 10)))
+    rms = np.sqrt(s.state_dict()["second_moment"])[np.arange(T) // 10]
+    expected = (1 - u) * q_by_hand * rms / (q_by_hand * rms).sum() + u * q_by_hand
+    np.testing.assert_allclose(s.probs().numpy(), expected, rtol=1e-12)
+    w = s.weights(torch.arange(T)).double().numpy()
+    np.testing.assert_allclose(w, q_by_hand / expected, rtol=1e-6)
+    assert w.max() <= 1 / u + 1e-6
+    table = np.random.default_rng(7).uniform(0, 2, T)
+    assert float((expected * w * table).sum()) == pytest.approx(float((q_by_hand * table).sum()), rel=1e-6)
+    assert float((q_by_hand * table).sum()) != pytest.approx(table.mean(), rel=1e-3)  # not the uniform objective
+    assert _chi_square_p(s) > 1e-3
+    plain = W.make_sampler({"scheme": "fast_importance", "k": 1}, AC)  # k = 1: the uniform objective
+    np.testing.assert_allclose(plain.prior.numpy(), np.full(1000, 1e-3), rtol=1e-12)
+    speed_q = W.make_sampler({"scheme": "fast_importance", "k": 5}, AC).prior  # tau from the schedule: 642
+    np.testing.assert_allclose(speed_q.numpy(), W.timestep_probs("speed", AC, k=5).numpy(), rtol=1e-12)
+
+
 def test_stratified_draws_put_one_draw_in_every_quantile_stratum():
     p = torch.from_numpy(np.random.default_rng(5).dirichlet(np.ones(30)))
     cdf = np.cumsum(p.numpy())

@@ -45,7 +45,10 @@ Timestep distributions (``timestep_probs``) and samplers (``make_sampler``):
   batch by inverse CDF at one uniform point in each of the B quantile strata (i + U_i) / B, then shuffles: each
   draw still has marginal p, so with the 1 / (T p_t) weights (``unbiased: true``) the objective is unchanged in
   expectation, and the batch covers the distribution evenly (less variance between batches than B independent
-  draws).
+  draws). ``k`` (5) keeps SpeeD's k:1 allocation as the objective instead of the uniform one: with q the ``speed``
+  distribution of the same ``k`` / ``tau`` / ``threshold``, p_t = (1 - u) * q_t s_b(t) / sum_t' q_t' s_b(t') + u q_t
+  and every term is weighted by q_t / p_t (at most 1 / u), so E_p[w_t L_t] = sum_t q_t L_t: SpeeD's objective with
+  the variance of its draws reduced. k = 1 is the uniform objective (q_t = 1 / T, weights 1 / (T p_t)).
 
 Every sampler draws only from the generator it is given (deterministic) and its ``state_dict`` holds plain Python
 numbers, so a checkpoint restores it exactly.
@@ -71,7 +74,7 @@ TIMESTEP_SCHEMES = {
     "loss_decrease": {"bins": 20, "uniform_share": 0.3, "fast": 0.8, "slow": 0.95, "warmup_visits": 20,
                       "unbiased": False},
     "fast_importance": {"bins": 50, "decay": 0.9, "power": 1.0, "uniform_share": 0.05, "warmup_visits": 2,
-                        "stratified": True, "unbiased": True},
+                        "stratified": True, "unbiased": True, "k": 5.0, "tau": None, "threshold": 1e-4},
 }
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -261,10 +264,13 @@ def _bin_means(bin_of_draw, values, bins: int):
     return visited, sums[visited] / counts[visited]
 
 
-def _importance_weights(probs, timesteps):
-    """1 / (T p_t) of each drawn t: E_p[w_t L_t] = mean_t L_t, the uniform objective."""
+def _importance_weights(probs, timesteps, prior=None):
+    """q_t / p_t of each drawn t: E_p[w_t L_t] = sum_t q_t L_t, the objective of drawing from q (uniform q:
+    1 / (T p_t), mean_t L_t)."""
     p = probs.to(timesteps.device)[timesteps]
-    return (1.0 / (len(probs) * p)).float()
+    if prior is None:
+        return (1.0 / (len(probs) * p)).float()
+    return (prior.to(timesteps.device)[timesteps] / p).float()
 
 
 class ImportanceSampler(TimestepSampler):
@@ -365,13 +371,16 @@ class LossDecreaseSampler(TimestepSampler):
 
 
 class FastImportanceSampler(TimestepSampler):
-    """Ours: importance sampling that is active after a few steps, with stratified draws (module docstring)."""
+    """Ours: importance sampling that is active after a few steps, with stratified draws (module docstring).
+    ``prior``: the allocation q whose objective the weighted draws keep (None: uniform)."""
 
     needs_losses = True
 
     def __init__(self, num_timesteps: int, bins: int = 50, decay: float = 0.9, power: float = 1.0,
-                 uniform_share: float = 0.05, warmup_visits: int = 2, stratified: bool = True, unbiased: bool = True):
-        super().__init__([1.0 / num_timesteps] * num_timesteps)
+                 uniform_share: float = 0.05, warmup_visits: int = 2, stratified: bool = True, unbiased: bool = True,
+                 prior=None):
+        super().__init__([1.0 / num_timesteps] * num_timesteps if prior is None else prior)
+        self.prior = self._probs  # q: the allocation whose objective the weighted draws keep (uniform: L_simple)
         self.bins = min(int(bins), num_timesteps)
         self.decay, self.power, self.uniform_share = float(decay), float(power), float(uniform_share)
         self.warmup_visits, self.stratified, self.unbiased = int(warmup_visits), bool(stratified), bool(unbiased)
@@ -383,12 +392,13 @@ class FastImportanceSampler(TimestepSampler):
         import torch
 
         if (self._visits < self.warmup_visits).any():
-            return self._probs
+            return self.prior
         score = np.sqrt(self._second_moment) ** self.power
         if score.sum() <= 0:
-            return self._probs
-        per_t = (score / (score * self._size).sum())[self._bin_of]
-        return torch.from_numpy((1.0 - self.uniform_share) * per_t + self.uniform_share / self.num_timesteps)
+            return self.prior
+        q = self.prior.numpy()
+        scored = q * score[self._bin_of]
+        return torch.from_numpy((1.0 - self.uniform_share) * scored / scored.sum() + self.uniform_share * q)
 
     def sample(self, batch: int, generator):
         if not self.stratified:
@@ -397,7 +407,9 @@ class FastImportanceSampler(TimestepSampler):
         return stratified_draws(self._drawn, batch, generator)
 
     def weights(self, timesteps):
-        return _importance_weights(self.drawn_probs(), timesteps) if self.unbiased else super().weights(timesteps)
+        if not self.unbiased:
+            return super().weights(timesteps)
+        return _importance_weights(self.drawn_probs(), timesteps, self.prior)
 
     def update(self, timesteps, losses) -> None:
         b = self._bin_of[_as_numpy(timesteps).astype(np.int64)]
@@ -426,7 +438,9 @@ def make_sampler(cfg: dict | None, alphas_cumprod) -> TimestepSampler:
     if scheme == "importance":
         return ImportanceSampler(T, **p)
     if scheme == "fast_importance":
-        return FastImportanceSampler(T, **p)
+        allocation = {k: p.pop(k) for k in ("k", "tau", "threshold")}
+        prior = None if allocation["k"] == 1 else timestep_probs("speed", alphas_cumprod, **allocation)
+        return FastImportanceSampler(T, prior=prior, **p)
     return LossDecreaseSampler(T, **p)
 
 
