@@ -267,10 +267,8 @@ def _bin_means(bin_of_draw, values, bins: int):
 def _importance_weights(probs, timesteps, prior=None):
     """q_t / p_t of each drawn t: E_p[w_t L_t] = sum_t q_t L_t, the objective of drawing from q (uniform q:
     1 / (T p_t), mean_t L_t)."""
-    p = probs.to(timesteps.device)[timesteps]
-    if prior is None:
-        return (1.0 / (len(probs) * p)).float()
-    return (prior.to(timesteps.device)[timesteps] / p).float()
+    ratio = 1.0 / (len(probs) * probs) if prior is None else prior / probs  # on the host: one copy to the device
+    return ratio.to(timesteps.device)[timesteps].float()
 
 
 class ImportanceSampler(TimestepSampler):
@@ -380,13 +378,17 @@ class FastImportanceSampler(TimestepSampler):
                  uniform_share: float = 0.05, warmup_visits: int = 2, stratified: bool = True, unbiased: bool = True,
                  prior=None):
         super().__init__([1.0 / num_timesteps] * num_timesteps if prior is None else prior)
-        self.prior = self._probs  # q: the allocation whose objective the weighted draws keep (uniform: L_simple)
         self.bins = min(int(bins), num_timesteps)
         self.decay, self.power, self.uniform_share = float(decay), float(power), float(uniform_share)
         self.warmup_visits, self.stratified, self.unbiased = int(warmup_visits), bool(stratified), bool(unbiased)
         self._bin_of, self._size = _equal_bins(num_timesteps, self.bins)
         self._second_moment = np.zeros(self.bins)
         self._visits = np.zeros(self.bins, dtype=np.int64)
+
+    @property
+    def prior(self):
+        """q: the allocation whose objective the weighted draws keep (uniform: L_simple)."""
+        return self._probs
 
     def probs(self):
         import torch
@@ -438,9 +440,8 @@ def make_sampler(cfg: dict | None, alphas_cumprod) -> TimestepSampler:
     if scheme == "importance":
         return ImportanceSampler(T, **p)
     if scheme == "fast_importance":
-        allocation = {k: p.pop(k) for k in ("k", "tau", "threshold")}
-        prior = None if allocation["k"] == 1 else timestep_probs("speed", alphas_cumprod, **allocation)
-        return FastImportanceSampler(T, prior=prior, **p)
+        allocation = {k: p.pop(k) for k in ("k", "tau", "threshold")}  # k = 1: speed's q is uniform
+        return FastImportanceSampler(T, prior=timestep_probs("speed", alphas_cumprod, **allocation), **p)
     return LossDecreaseSampler(T, **p)
 
 
