@@ -1,6 +1,7 @@
 """train.timesteps / train.loss_weighting as job params (the default re-plans nothing, a scheme re-plans the trainings
 and what depends on them), and the speed-up presets' plans (dry-runs)."""
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,30 @@ def test_the_study_plans_one_training_per_scheme_and_seed(tmp_path):
     assert jobs["sample"] == jobs["evaluate"] == 2 * (2 * (1 + 2) + 3) + 4 * 2
 
 
-@pytest.mark.parametrize("preset,steps,schemes", [("digits_speedup", 10, 10), ("cifar10_speedup", 10, 8)])
+def test_a_schemes_batch_size_trains_at_that_batch_and_the_originals_keep_theirs(tmp_path):
+    """speedup.schemes.<name>.batch_size (the ceiling rows: uniform at a larger batch) overrides train.batch_size for
+    that scheme's trainings only."""
+    cfg = tiny_config(tmp_path / "results")
+    cfg["speedup"] = {"schemes": {"uniform_x2": {"batch_size": 32}}}
+    models = tmp_path / "results" / "t" / "models"
+    run_snakemake(tmp_path, write_config(tmp_path / "study.yaml", cfg),
+                  str(models / "speedup.uniform_x2.s0" / "cost.json"), str(models / "original.s0" / "cost.json"))
+    steps = cfg["train"]["steps"]
+    ceiling = json.loads((models / "speedup.uniform_x2.s0" / "cost.json").read_text())
+    original = json.loads((models / "original.s0" / "cost.json").read_text())
+    assert ceiling["examples_seen"] == steps * 32
+    assert original["examples_seen"] == steps * cfg["train"]["batch_size"] == steps * 16
+
+
+def test_a_bad_scheme_batch_size_fails_before_planning(tmp_path):
+    cfg = tiny_config(tmp_path / "results")
+    cfg["speedup"] = {"schemes": {"uniform_x2": {"batch_size": 0}}}
+    proc = run_snakemake(tmp_path, write_config(tmp_path / "bad.yaml", cfg), "-n", check=False)
+    assert proc.returncode != 0
+    assert "speedup.schemes.uniform_x2.batch_size" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("preset,steps,schemes", [("digits_speedup", 10, 12), ("cifar10_speedup", 10, 8)])
 def test_speedup_presets_plan_every_scheme_seed_and_checkpoint(tmp_path, preset, steps, schemes):
     jobs = planned_jobs(tmp_path, ROOT / "config" / f"{preset}.yaml")
     seeds = 3

@@ -327,7 +327,8 @@ else:
 
 
 def speedup_train_config(scheme):
-    """config["train"] with the scheme's timesteps / loss_weighting in place of the originals' ones."""
+    """config["train"] with the scheme's timesteps / loss_weighting (and batch_size, where it sets one) in place of
+    the originals' ones."""
     t = {k: v for k, v in config["train"].items() if k not in ("timesteps", "loss_weighting")}
     return {**t, **SPEEDUP[scheme]}
 
