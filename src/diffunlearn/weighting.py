@@ -381,7 +381,7 @@ class FastImportanceSampler(TimestepSampler):
         self.bins = min(int(bins), num_timesteps)
         self.decay, self.power, self.uniform_share = float(decay), float(power), float(uniform_share)
         self.warmup_visits, self.stratified, self.unbiased = int(warmup_visits), bool(stratified), bool(unbiased)
-        self._bin_of, self._size = _equal_bins(num_timesteps, self.bins)
+        self._bin_of, _ = _equal_bins(num_timesteps, self.bins)
         self._second_moment = np.zeros(self.bins)
         self._visits = np.zeros(self.bins, dtype=np.int64)
 
